@@ -1,0 +1,102 @@
+"""nanoGPT-style configuration: plain module-level constants overridable as --name=value.
+
+A stage script defines its settings as plain constants at the top, then calls
+``config = configure(globals())``. Every override must name an existing setting and parse
+as the setting's type; anything else is an error that says what is wrong.
+"""
+import ast
+import json
+import os
+import sys
+
+SETTING_TYPES = (bool, int, float, str, list, tuple, dict, type(None))
+
+
+class ConfigError(SystemExit):
+    def __init__(self, message):
+        super().__init__(f"config error: {message}")
+
+
+def _parse(name, raw, default):
+    if isinstance(default, bool):
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"--{name}={raw}: expected a boolean (True/False)")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"--{name}={raw}: expected an integer (default {default!r})") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"--{name}={raw}: expected a number (default {default!r})") from None
+    if isinstance(default, str):
+        return raw
+    if default is None:  # optional setting: a literal if it parses as one, else the string
+        if raw == "None":
+            return None
+        try:
+            return ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            return raw
+    # list / tuple / dict: a Python or JSON literal; a comma list is accepted for sequences
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        if isinstance(default, (list, tuple)):
+            value = [v for v in raw.split(",") if v]
+        else:
+            raise ConfigError(f"--{name}={raw}: expected a {type(default).__name__} literal") from None
+    if isinstance(default, (list, tuple)) and isinstance(value, (str, int, float)):
+        value = [value]
+    if not isinstance(value, (list, tuple) if isinstance(default, (list, tuple)) else type(default)):
+        raise ConfigError(f"--{name}={raw}: expected a {type(default).__name__} (default {default!r})")
+    return type(default)(value)
+
+
+def settings_of(namespace):
+    """The settings of a stage script: its lowercase module-level constants of plain types."""
+    return {k: v for k, v in namespace.items()
+            if not k.startswith("_") and k.islower() and isinstance(v, SETTING_TYPES)}
+
+
+def configure(namespace, argv=None, show=True):
+    """Apply --name=value overrides from argv to the settings in namespace; return them."""
+    argv = sys.argv[1:] if argv is None else argv
+    settings = settings_of(namespace)
+    for arg in argv:
+        if not arg.startswith("--") or "=" not in arg:
+            if arg.startswith("--") and arg[2:] in settings and isinstance(settings[arg[2:]], bool):
+                arg = arg + "=True"  # a bare --flag sets a boolean
+            elif arg.startswith("--local_rank") or arg.startswith("--local-rank"):
+                continue  # passed by the deepspeed launcher; the env var LOCAL_RANK carries it too
+            else:
+                raise ConfigError(f"unexpected argument {arg!r}; use --name=value")
+        name, raw = arg[2:].split("=", 1)
+        name = name.replace("-", "_")
+        if name in ("local_rank",):
+            continue
+        if name not in settings:
+            close = [k for k in settings if k.startswith(name[:3])]
+            hint = f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""
+            raise ConfigError(f"unknown setting --{name}{hint}; known: {', '.join(sorted(settings))}")
+        settings[name] = _parse(name, raw, settings[name])
+    namespace.update(settings)
+    if show and int(os.environ.get("RANK", "0")) == 0:
+        width = max(map(len, settings), default=0)
+        print("config:")
+        for k, v in settings.items():
+            print(f"  {k:<{width}} = {v!r}")
+    return settings
+
+
+def save_config(settings, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(settings, f, indent=2, default=str)
+        f.write("\n")

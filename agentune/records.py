@@ -1,0 +1,224 @@
+"""JSONL record I/O and conversions of common conversation formats to training messages.
+
+Every error names ``file:line`` and says how to fix the input. Writers append one complete
+line per record with a single write() and flush, so a killed process never leaves half a
+record behind; readers ignore (and report) a torn last line without a newline.
+"""
+import glob
+import json
+import os
+
+
+class DataError(SystemExit):
+    """Bad input data: the message names the file, the line and the fix."""
+
+    def __init__(self, where, message, fix=None):
+        text = f"{where}: {message}" + (f"\n  fix: {fix}" if fix else "")
+        super().__init__(text)
+        self.where, self.message = where, message
+
+
+def expand_paths(patterns):
+    """Files matching a list (or comma-separated string) of paths/globs, in order, each once."""
+    if isinstance(patterns, str):
+        patterns = [p for p in patterns.split(",") if p]
+    out = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise DataError(pattern, "no file matches this pattern", "check the path or glob")
+        for path in matches:
+            if os.path.isdir(path):
+                path_list = sorted(glob.glob(os.path.join(path, "*.jsonl")))
+                out += [p for p in path_list if p not in out]
+            elif not os.path.exists(path):
+                raise DataError(path, "file not found", "check the path")
+            elif path not in out:
+                out.append(path)
+    return out
+
+
+def read_jsonl(path):
+    """Yield (where, record) for each line of a JSONL file; ``where`` is 'file:line'.
+
+    A whole-file JSON array (as many public datasets ship) is accepted too.
+    """
+    with open(path, encoding="utf-8") as f:
+        head = f.read(1)
+        while head and head.isspace():
+            head = f.read(1)
+        f.seek(0)
+        if head == "[":
+            try:
+                items = json.load(f)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{e.lineno}", f"invalid JSON array: {e.msg}",
+                                "the file must be JSONL (one object per line) or one JSON array") from None
+            for i, item in enumerate(items):
+                yield f"{path}[{i}]", item
+            return
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            if not line.endswith("\n"):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    print(f"warning: {where}: ignoring a torn last line (the writer was killed mid-record)")
+                    return
+                yield where, record
+                return
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(where, f"invalid JSON ({e.msg} at column {e.colno})",
+                                "each line must be one complete JSON object") from None
+            if not isinstance(record, dict):
+                raise DataError(where, f"expected a JSON object, got {type(record).__name__}")
+            yield where, record
+
+
+def read_records(patterns):
+    """Yield (where, record) over every file matching the given paths/globs."""
+    for path in expand_paths(patterns):
+        yield from read_jsonl(path)
+
+
+class JsonlWriter:
+    """Appends records to a JSONL file, one write() + flush per record (safe under kill -9)."""
+
+    def __init__(self, path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+        self.path = path
+        self._repair_torn_tail(path)
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    @staticmethod
+    def _repair_torn_tail(path):
+        """Cut a last line left without its newline by a killed writer."""
+        if not os.path.exists(path) or os.path.getsize(path) == 0:
+            return
+        with open(path, "rb+") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return
+            f.seek(0)
+            content = f.read()
+            cut = content.rfind(b"\n") + 1
+            f.truncate(cut)
+            print(f"warning: {path}: dropped a torn last line ({len(content) - cut} bytes) left by a killed writer")
+
+    def write(self, record):
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        os.write(self.fd, line)
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def write_jsonl(path, records):
+    """Write a whole file atomically (tmp + rename): for outputs that are produced at once."""
+    tmp = path + ".tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    with open(tmp, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversation formats -> training messages [{"role", "content", "loss"}]
+
+SHAREGPT_ROLES = {
+    "system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+    # tool calling (glaive / LLaMA-Factory ShareGPT): the call is the model's turn, the result is
+    # what the environment answers; both map onto the plain chat roles every template knows
+    "function_call": "assistant", "observation": "user", "function": "user", "tool": "user",
+}
+MESSAGE_ROLES = ("system", "user", "assistant")
+
+
+def _check_turns(where, messages):
+    if not messages:
+        raise DataError(where, "the conversation has no turns", "remove the record or add its turns")
+    for i, m in enumerate(messages):
+        if not isinstance(m.get("content"), str):
+            raise DataError(where, f"turn {i} has no text content", "every turn needs a string content")
+        if m["role"] not in MESSAGE_ROLES:
+            raise DataError(where, f"turn {i} has unknown role {m['role']!r}",
+                            f"use one of {', '.join(MESSAGE_ROLES)}")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise DataError(where, "the conversation has no assistant turn", "a training record needs at least one")
+
+
+def to_messages(record, where):
+    """Convert one record (OpenAI messages, ShareGPT/AgentInstruct conversations, or Alpaca)
+    to a list of {"role", "content", "loss"} dicts. Assistant turns have loss=True unless the
+    record says "loss": false; other turns always have loss=False."""
+    if "messages" in record:
+        raw = record["messages"]
+        if not isinstance(raw, list):
+            raise DataError(where, "'messages' must be a list of {role, content} objects")
+        messages = []
+        for i, m in enumerate(raw):
+            if not isinstance(m, dict) or "role" not in m:
+                raise DataError(where, f"message {i} is not a {{role, content}} object")
+            role = m["role"]
+            if role == "tool":
+                role = "user"
+            content = m.get("content")
+            if role == "assistant" and content is None and m.get("tool_calls"):
+                content = json.dumps(m["tool_calls"], ensure_ascii=False)
+            messages.append({"role": role, "content": content, "loss": m.get("loss")})
+    elif "conversations" in record:
+        raw = record["conversations"]
+        if not isinstance(raw, list):
+            raise DataError(where, "'conversations' must be a list of {from, value} objects")
+        messages = []
+        for i, turn in enumerate(raw):
+            if not isinstance(turn, dict) or "from" not in turn:
+                raise DataError(where, f"turn {i} is not a {{from, value}} object")
+            role = SHAREGPT_ROLES.get(turn["from"])
+            if role is None:
+                raise DataError(where, f"turn {i} has unknown speaker {turn['from']!r}",
+                                f"use one of {', '.join(SHAREGPT_ROLES)}")
+            messages.append({"role": role, "content": turn.get("value"), "loss": turn.get("loss")})
+        if record.get("system") and messages and messages[0]["role"] != "system":
+            messages.insert(0, {"role": "system", "content": record["system"], "loss": None})
+    elif "instruction" in record and "output" in record:
+        prompt = record["instruction"] + (("\n\n" + record["input"]) if record.get("input") else "")
+        messages = [{"role": "user", "content": prompt, "loss": None},
+                    {"role": "assistant", "content": record["output"], "loss": None}]
+        if record.get("system"):
+            messages.insert(0, {"role": "system", "content": record["system"], "loss": None})
+    else:
+        raise DataError(where, f"unknown record format (keys: {', '.join(sorted(record)) or 'none'})",
+                        "give 'messages' (role/content), 'conversations' (from/value) "
+                        "or 'instruction'/'input'/'output'")
+    # merge consecutive same-role turns (e.g. a function_call right after a gpt turn), since
+    # most chat templates require alternation after the system turn
+    merged = []
+    for m in messages:
+        if merged and merged[-1]["role"] == m["role"] and m["role"] != "system" \
+                and isinstance(m["content"], str) and isinstance(merged[-1]["content"], str):
+            merged[-1]["content"] += "\n" + m["content"]
+            if m["loss"] is False:
+                merged[-1]["loss"] = False
+        else:
+            merged.append(dict(m))
+    _check_turns(where, merged)
+    for m in merged:
+        m["loss"] = m["role"] == "assistant" and m["loss"] is not False
+    if not any(m["loss"] for m in merged):
+        raise DataError(where, "no assistant turn is trained (all have \"loss\": false)",
+                        "drop the record or set loss on at least one assistant turn")
+    return merged
