@@ -160,10 +160,34 @@ def _check_turns(where, messages):
         raise DataError(where, "the conversation has no assistant turn", "a training record needs at least one")
 
 
+TOOLS_PROMPT = ("You have access to the following functions. To call a function, reply with a JSON object "
+                "{\"name\": <function name>, \"arguments\": <arguments object>}; its result comes back "
+                "in the next message.\n\n")
+
+
+def _tools_prompt(tools, where):
+    """The system-prompt text that tells the model which functions it may call (the 'tools' of
+    glaive/LLaMA-Factory ShareGPT, a JSON string, or an OpenAI-style list); '' when there are none."""
+    if tools is None or tools == "":
+        return ""
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError as e:
+            raise DataError(where, f"'tools' is not valid JSON ({e.msg})",
+                            "give 'tools' as a JSON list of function specs (or a string of one)") from None
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise DataError(where, "'tools' must be a list of function spec objects")
+    if not tools:
+        return ""
+    return TOOLS_PROMPT + "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
+
+
 def to_messages(record, where):
     """Convert one record (OpenAI messages, ShareGPT/AgentInstruct conversations, or Alpaca)
     to a list of {"role", "content", "loss"} dicts. Assistant turns have loss=True unless the
-    record says "loss": false; other turns always have loss=False."""
+    record says "loss": false; other turns always have loss=False. A record's 'tools' (function
+    specs, as glaive/LLaMA-Factory ShareGPT and OpenAI records carry them) go into the system turn."""
     if "messages" in record:
         raw = record["messages"]
         if not isinstance(raw, list):
@@ -204,6 +228,12 @@ def to_messages(record, where):
         raise DataError(where, f"unknown record format (keys: {', '.join(sorted(record)) or 'none'})",
                         "give 'messages' (role/content), 'conversations' (from/value) "
                         "or 'instruction'/'input'/'output'")
+    tools_text = _tools_prompt(record.get("tools"), where)
+    if tools_text:
+        if messages and messages[0]["role"] == "system" and isinstance(messages[0]["content"], str):
+            messages[0] = dict(messages[0], content=messages[0]["content"] + "\n\n" + tools_text)
+        else:
+            messages.insert(0, {"role": "system", "content": tools_text, "loss": None})
     # merge consecutive same-role turns (e.g. a function_call right after a gpt turn), since
     # most chat templates require alternation after the system turn
     merged = []

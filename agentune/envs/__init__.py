@@ -11,6 +11,7 @@ ENVS = {
     "miniwob": ("agentune.envs.miniwob_env", "MiniWoBEnv"),
     "gsm8k": ("agentune.envs.gsm8k_env", "GSM8KEnv"),
     "humaneval": ("agentune.envs.humaneval_env", "HumanEvalEnv"),
+    "mc": ("agentune.envs.mc_env", "MCEnv"),
 }
 
 

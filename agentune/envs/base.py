@@ -68,3 +68,16 @@ class Env:
 
     def close(self):
         pass
+
+
+HALVES = ("collect", "eval")
+
+
+def half_of(tasks, split):
+    """AgentBench ships one public task set for OS and DB. Collection (01) and evaluation (05)
+    each take a fixed half of it, chosen by a stable hash of the task id, so that no evaluated
+    task is ever trained on (the paper collected on other task sources than it evaluated on)."""
+    if split not in HALVES:
+        raise SystemExit(f"unknown split {split!r}: use one of {', '.join(HALVES)} (or a task file)")
+    import zlib
+    return [t for t in tasks if (zlib.crc32(t.id.encode()) % 2 == 1) == (split == "eval")]

@@ -1,0 +1,71 @@
+"""Stage 01: collect agent trajectories in real environments.
+
+A teacher (any OpenAI-compatible endpoint), the tasks' reference solutions (the expert, the
+offline default) or a local checkpoint acts as a ReAct agent in each environment; the
+environment itself scores every episode. One JSON line per finished episode goes to
+<out_dir>/<env>.jsonl (format: data/README.md). Rerunning skips the episodes already there;
+episodes that ended in llm_error are retried.
+
+    python 01_collect.py                                       # expert, all envs
+    python 01_collect.py --env=db --agent=openai --model=gpt-4 --workers=16
+    python 01_collect.py --agent=openai --base_url=http://localhost:8000/v1 --model=Llama-2-70b-chat
+    python 01_collect.py --shard=3/8                           # slurm array task 3 of 8
+"""
+import os
+
+# -----------------------------------------------------------------------------
+env = ["os", "db", "alfworld"]  # environments to collect in (--env=db, or --env=os,db)
+tasks = ""                   # a task file or dir (with one --env); "" = the env's public tasks
+splits = {"os": "collect", "db": "collect", "alfworld": "train"}  # per env: the split passed to load_tasks;
+# os and db: AgentBench ships one public set, split in fixed halves: collect here, eval in 05
+env_kwargs = {}              # per env: constructor settings, e.g. {"db": {"backend": "mysql", "port": 3306}}
+agent = "expert"             # expert (reference solutions) | openai (a teacher endpoint) | hf (local)
+model = ""                   # openai: the model name the endpoint serves; hf: a checkpoint dir ('' = base model)
+base_url = ""                # openai: the endpoint ('' = $OPENAI_BASE_URL, else api.openai.com with $OPENAI_API_KEY)
+temperature = 0.0
+top_p = 1.0
+max_tokens = 512             # per reply
+workers = 8                  # concurrent episodes per environment
+max_turns = 0                # agent replies per episode; 0 = each env's own limit (AgentBench's)
+limit = 0                    # 0 = every task; N = the first N tasks of each env
+shard = ""                   # "i/n" (i = 0..n-1): this job's share of each task list, for slurm arrays
+out_dir = "data/raw"
+# -----------------------------------------------------------------------------
+from agentune.config import configure, save_config  # noqa: E402
+config = configure(globals())
+
+from agentune.agents import make_agent  # noqa: E402
+from agentune.envs import env_class  # noqa: E402
+from agentune.rollout import run_episodes, shard_tasks  # noqa: E402
+
+if tasks and len(env) != 1:
+    raise SystemExit(f"--tasks={tasks} needs exactly one --env (got {', '.join(env)})")
+env_classes = {name: env_class(name) for name in env}  # unknown names fail here, before any work
+suffix = ""
+if shard:
+    shard_tasks([], shard)  # validates i/n
+    i, n = shard.split("/")
+    suffix = f".shard{i}of{n}"
+os.makedirs(out_dir, exist_ok=True)
+save_config(config, os.path.join(out_dir, f"collect{suffix}.config.json"))
+
+player = make_agent(agent, model=model, base_url=base_url,
+                    temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+summaries = []
+try:
+    for name, cls in env_classes.items():
+        task_list = cls.load_tasks(tasks or None, splits.get(name))
+        if limit:
+            task_list = task_list[:limit]
+        task_list = shard_tasks(task_list, shard)
+        summaries.append(run_episodes(name, task_list, player, os.path.join(out_dir, f"{name}{suffix}.jsonl"),
+                                      workers=workers, env_kwargs=env_kwargs.get(name),
+                                      max_turns=max_turns or None))
+finally:
+    player.close()
+
+print(f"\n{'env':<10} {'episodes':>8} {'success':>8} {'ep/s':>7}  finish")
+for s in summaries:
+    finishes = ", ".join(f"{k} {v}" for k, v in s["finish"].items())
+    print(f"{s['env']:<10} {s['episodes']:>8} {s['success_rate']:>8.1%} {s['episodes_per_s']:>7.2f}  {finishes}")
+print(f"episodes in {out_dir}/<env>{suffix}.jsonl")

@@ -1,0 +1,340 @@
+"""Stage 02: keep the good trajectories (AgentTuning kept 1,866 of 35,341).
+
+Reads the raw episode records that 01_collect.py writes (data/raw/<env>.jsonl), applies the rules
+below in this order — finish, reward, format, repetition, contamination, length, then
+deduplication — and writes the survivors as training records to <out_dir>/agent.jsonl. A dropped
+trajectory gets the first rule it fails as its reason; <out_dir>/report.json lists every one of
+them with its reason and the detail (which turn, which eval task, how many tokens...).
+
+    python 02_filter.py --inputs='data/raw/*.jsonl'
+"""
+import json
+import os
+import re
+from collections import Counter, defaultdict
+
+from tqdm import tqdm
+
+from agentune.paths import data_path
+
+inputs = ["data/raw/*.jsonl"]       # raw episode files (or globs) from 01_collect.py
+out_dir = "data/filtered"
+# reward: rewards are in [0, 1]; 1.0 keeps only solved tasks. Envs with continuous rewards can get
+# their own threshold, e.g. {"sciworld": 0.667} (the paper kept Mind2Web at >= 2/3)
+min_reward = 1.0
+min_reward_by_env = {}
+# finish: only episodes that ended properly (the env judged a final answer / the game was won)
+keep_finish = ["answered"]
+# repetition: drop a trajectory that repeats the same action this many times in a row (0: off)
+max_repeats = 3
+# length: drop trajectories longer than this many tokens of the training tokenizer's chat
+# rendering; keep it equal to 04_train.py's seq_len
+seq_len = 4096
+model = ""                          # the training model/tokenizer ('' = the default base model)
+# deduplication: at most this many trajectories per task (best reward, then fewest turns; 0: no
+# limit); exact duplicates (same messages) are always removed
+per_task = 1
+# decontamination: the evaluation tasks, each an env name with an optional split ("alfworld:valid_seen":
+# that env's load_tasks; a bare name: its default tasks) or a task file or glob (JSON/JSONL with a
+# prompt/question/description/instruction field). Default: what 05_eval.py evaluates on. ALFWorld
+# is not in it: its goals are templates ("put a clean mug in coffeemachine") that repeat across
+# splits by design, while collection (train games) and evaluation (valid_* games) never share a game
+eval_tasks = ["os:eval", "db:eval", data_path("gsm8k", "test.jsonl")]
+decontam_n = 13                     # word n-grams (13 as in GPT-3's decontamination)
+decontam_overlap = 0.5              # drop when this share of an eval task's n-grams is in the task text
+
+from agentune.config import configure, save_config  # noqa: E402
+config = configure(globals())
+
+from agentune.chat import encode  # noqa: E402
+from agentune.envs import ENVS, env_class  # noqa: E402
+from agentune.model import load_tokenizer  # noqa: E402
+from agentune.records import DataError, expand_paths, read_jsonl, to_messages, write_jsonl  # noqa: E402
+
+RULES = ["finish", "reward", "format", "repetition", "contamination", "length", "duplicate", "per_task"]
+REQUIRED = {"id": str, "env": str, "messages": list, "reward": (int, float), "finish": (str, type(None))}
+TASK_TEXT_FIELDS = ("prompt", "question", "description", "instruction", "task", "query", "text")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the episodes
+
+def check_episode(record, where):
+    for key, kind in REQUIRED.items():
+        if not isinstance(record.get(key), kind):
+            raise DataError(where, f"episode record without a valid {key!r}",
+                            "give the raw episode records of 01_collect.py (format in data/README.md)")
+    if record["env"] not in ENVS:
+        raise DataError(where, f"unknown env {record['env']!r}", f"use one of {', '.join(ENVS)}")
+    for i, m in enumerate(record["messages"]):
+        if not (isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+                and isinstance(m.get("content"), str)):
+            raise DataError(where, f"message {i} is not a {{role: system|user|assistant, content: str}} object")
+    n_assistant = sum(m["role"] == "assistant" for m in record["messages"])
+    if agent_turns(record) > n_assistant:
+        raise DataError(where, f"'turns' is {agent_turns(record)} but there are only {n_assistant} assistant "
+                        "messages", "the record is corrupt; collect the episode again")
+
+
+def agent_turns(record):
+    """How many assistant messages the agent wrote: the last ones. Those before them belong to
+    the env's prompt (its one-shot example), not to the agent."""
+    return record.get("turns", len(record.get("steps", [])))
+
+
+def agent_reply_indices(record):
+    assistant = [i for i, m in enumerate(record["messages"]) if m["role"] == "assistant"]
+    return assistant[len(assistant) - agent_turns(record):]
+
+
+def agent_replies(record):
+    return [record["messages"][i]["content"] for i in agent_reply_indices(record)]
+
+
+def task_text(record):
+    """The task as the agent saw it: the record's 'task' if given, else the user message just
+    before the agent's first reply (every env prompt ends with the task)."""
+    if record.get("task"):
+        return record["task"]
+    replies = agent_reply_indices(record)
+    before = record["messages"][:replies[0]] if replies else record["messages"]
+    users = [m["content"] for m in before if m["role"] == "user"]
+    return users[-1] if users else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Decontamination: word n-gram overlap with the evaluation tasks
+
+def words(text):
+    return re.findall(r"\w+", text.lower())
+
+
+def ngrams(tokens, n):
+    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def read_task_file(path):
+    if path.endswith(".json"):  # a pretty-printed list or object (AgentBench OS task files)
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{e.lineno}", f"invalid JSON ({e.msg})") from None
+        items = data if isinstance(data, list) else [data]
+        return [(f"{path}[{i}]", item) for i, item in enumerate(items)]
+    return list(read_jsonl(path))
+
+
+def load_eval_tasks(spec):
+    """(name, text) of every evaluation task of one eval_tasks entry."""
+    env_split = re.fullmatch(r"([a-z0-9_]+)(?::(.+))?", spec)
+    if env_split and env_split.group(1) in ENVS:
+        env, split = env_split.groups()
+        tasks = [(f"{env}/{task.id}", task.prompt) for task in load_env(env).load_tasks(split=split)]
+    else:
+        tasks = []
+        for path in expand_paths([spec]):
+            for where, item in read_task_file(path):
+                field = next((k for k in TASK_TEXT_FIELDS if isinstance(item, dict) and item.get(k)), None)
+                if field is None:
+                    raise DataError(where, "eval task without a task text",
+                                    f"give it one of the fields {', '.join(TASK_TEXT_FIELDS)}")
+                tasks.append((where, item[field]))
+    if not tasks:
+        raise SystemExit(f"--eval_tasks: {spec!r} gives no tasks; check the split name or the files")
+    return tasks
+
+
+def load_env(env):
+    try:
+        return env_class(env)
+    except ImportError as e:
+        raise SystemExit(f"the {env} environment cannot be loaded ({e}): it is needed to check the format "
+                         f"of {env} trajectories and to read its eval tasks") from None
+
+
+class EvalIndex:
+    """The n-grams of the eval tasks. An eval task shorter than n words is one n-gram of its own
+    length, so a short task copied verbatim is caught too."""
+
+    def __init__(self, tasks, n):
+        self.tasks = tasks
+        self.index = defaultdict(lambda: defaultdict(list))   # size -> n-gram -> task numbers
+        self.sizes = []
+        for i, (_, text) in enumerate(tasks):
+            tokens = words(text)
+            size = min(n, len(tokens))
+            grams = ngrams(tokens, size) if size else set()
+            self.sizes.append(len(grams))
+            for gram in grams:
+                self.index[size][gram].append(i)
+
+    def best_match(self, text):
+        """(share of the eval task's n-grams found in text, eval task number) of the closest task."""
+        tokens = words(text)
+        hits = Counter()
+        for size, grams in self.index.items():
+            for gram in ngrams(tokens, size):
+                hits.update(grams.get(gram, ()))
+        if not hits:
+            return 0.0, None
+        return max((count / self.sizes[i], i) for i, count in hits.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules: each returns None (keep) or the detail of why the trajectory is dropped
+
+def finish_rule(record):
+    if record["finish"] not in keep_finish:
+        error = f" ({record['error'].splitlines()[0]})" if record.get("error") else ""
+        return f"finish={record['finish']}{error}, not one of {keep_finish}"
+
+
+def reward_rule(record):
+    threshold = min_reward_by_env.get(record["env"], min_reward)
+    if record["reward"] < threshold:
+        return f"reward {record['reward']:g} < {threshold:g}"
+
+
+def format_rule(record, actions):
+    for turn, action in enumerate(actions):
+        if action is None:
+            reply = agent_replies(record)[turn]
+            return f"agent turn {turn + 1} is not a valid {record['env']} action: {reply[:120]!r}"
+
+
+def repetition_rule(actions):
+    run = 1
+    for previous, action in zip(actions, actions[1:]):
+        run = run + 1 if action == previous else 1
+        if max_repeats and run >= max_repeats:
+            return f"action {action!r} {run} times in a row"
+
+
+def contamination_rule(record, index):
+    share, i = index.best_match(task_text(record))
+    if i is not None and share >= decontam_overlap:
+        name, text = index.tasks[i]
+        return f"{share:.0%} of the {decontam_n}-grams of eval task {name} ({text[:100]!r})"
+
+
+def length_rule(where, record):
+    global tokenizer
+    if tokenizer is None:  # loaded only when some trajectory gets this far
+        tokenizer = load_tokenizer(model)
+    n_tokens = len(encode(tokenizer, training_messages(where, record), where)[0])
+    if n_tokens > seq_len:
+        return f"{n_tokens} tokens > seq_len {seq_len}"
+
+
+def training_messages(where, record):
+    """The conversation with loss on the assistant turns (system and user turns: no loss)."""
+    plain = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
+    return to_messages({"messages": plain}, where)
+
+
+def first_failure(where, record, index):
+    """(rule, detail) of the first rule the trajectory fails, or None when it passes them all."""
+    if (detail := finish_rule(record)) is not None:
+        return "finish", detail
+    if (detail := reward_rule(record)) is not None:
+        return "reward", detail
+    actions = [load_env(record["env"]).parse_action(reply) for reply in agent_replies(record)]
+    if (detail := format_rule(record, actions)) is not None:
+        return "format", detail
+    if (detail := repetition_rule(actions)) is not None:
+        return "repetition", detail
+    if (detail := contamination_rule(record, index)) is not None:
+        return "contamination", detail
+    if (detail := length_rule(where, record)) is not None:
+        return "length", detail
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+
+tokenizer = None
+paths = expand_paths(inputs)
+episodes = []
+for path in paths:
+    for where, record in read_jsonl(path):
+        check_episode(record, where)
+        episodes.append((where, record))
+print(f"read {len(episodes)} episodes from {len(paths)} files")
+
+eval_list, eval_counts = [], {}
+for spec in eval_tasks:
+    tasks = load_eval_tasks(spec)
+    eval_list += tasks
+    eval_counts[spec] = len(tasks)
+index = EvalIndex(eval_list, decontam_n)
+print(f"decontamination: {len(eval_list)} eval tasks ({decontam_n}-grams, drop at >= {decontam_overlap:.0%} "
+      f"of an eval task's n-grams): " + ", ".join(f"{spec} {n}" for spec, n in eval_counts.items()))
+
+dropped = []          # (where, record, rule, detail)
+survivors = []        # (where, record)
+for where, record in tqdm(episodes, desc="filter"):
+    failure = first_failure(where, record, index)
+    if failure:
+        dropped.append((where, record) + failure)
+    else:
+        survivors.append((where, record))
+
+# deduplication: identical conversations, then the best trajectories of each task (highest
+# reward, then fewest turns, then first read)
+kept, by_messages, by_task = [], {}, defaultdict(list)
+ranked = sorted(range(len(survivors)), key=lambda i: (-survivors[i][1]["reward"], agent_turns(survivors[i][1]), i))
+for i in ranked:
+    where, record = survivors[i]
+    key = json.dumps([(m["role"], m["content"]) for m in record["messages"]], ensure_ascii=False)
+    task = (record["env"], record.get("task_id", record["id"]))
+    if key in by_messages:
+        dropped.append((where, record, "duplicate", f"same messages as {by_messages[key]}"))
+    elif per_task and len(by_task[task]) >= per_task:
+        dropped.append((where, record, "per_task",
+                        f"task {task[1]} already has {', '.join(by_task[task])} (better or equal)"))
+    else:
+        by_messages[key] = record["id"]
+        by_task[task].append(record["id"])
+        kept.append(i)
+kept.sort()  # back to input order
+
+os.makedirs(out_dir, exist_ok=True)
+out_path = os.path.join(out_dir, "agent.jsonl")
+write_jsonl(out_path, ({"id": record["id"], "source": f"agent:{record['env']}", "reward": record["reward"],
+                        "task_id": record.get("task_id"), "messages": training_messages(where, record)}
+                       for where, record in (survivors[i] for i in kept)))
+
+per_env = {}
+for _, record in episodes:
+    per_env.setdefault(record["env"], {"total": 0, "kept": 0, "dropped": Counter()})["total"] += 1
+for i in kept:
+    per_env[survivors[i][1]["env"]]["kept"] += 1
+for _, record, rule, _ in dropped:
+    per_env[record["env"]]["dropped"][rule] += 1
+report = {
+    "inputs": paths,
+    "total": len(episodes), "kept": len(kept), "dropped": len(dropped),
+    "per_env": {env: {"total": s["total"], "kept": s["kept"],
+                      "dropped": {rule: s["dropped"][rule] for rule in RULES if s["dropped"][rule]}}
+                for env, s in sorted(per_env.items())},
+    "eval_tasks": eval_counts,
+    "dropped_trajectories": [{"id": r["id"], "env": r["env"], "task_id": r.get("task_id"), "where": where,
+                              "reason": rule, "detail": detail} for where, r, rule, detail in dropped],
+    "settings": config,
+}
+with open(os.path.join(out_dir, "report.json"), "w") as f:
+    json.dump(report, f, indent=1, ensure_ascii=False)
+    f.write("\n")
+save_config(config, os.path.join(out_dir, "config.json"))
+
+header = ["env", "total", "kept"] + RULES
+rows = [[env, s["total"], s["kept"]] + [s["dropped"].get(rule, 0) for rule in RULES]
+        for env, s in report["per_env"].items()]
+rows.append(["all", len(episodes), len(kept)] + [sum(row[3 + j] for row in rows) for j in range(len(RULES))])
+widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+for row in [header] + rows:
+    print("  ".join(str(x).rjust(w) for x, w in zip(row, widths)))
+rate = len(kept) / len(episodes) if episodes else 0.0
+print(f"kept {len(kept)}/{len(episodes)} ({rate:.1%}) -> {out_path}; every dropped trajectory with its "
+      f"reason: {os.path.join(out_dir, 'report.json')}")

@@ -1,0 +1,162 @@
+"""Stage 05: evaluate one model on held-in (os, db, alfworld), held-out (sciworld, miniwob) and
+general (gsm8k, humaneval, multiple-choice sets such as MMLU) tasks, with the paper's Overall score.
+
+    python 05_eval.py --model=out/train/final --limit=50                  # a checkpoint, in-process
+    python 05_eval.py --agent=openai --model=agentlm --base_url=http://localhost:8000/v1
+    python 05_eval.py --agent=expert --tasks=db,gsm8k,humaneval --limit=5  # reference answers
+
+Every task runs through the same loop as 01_collect.py (agentune.rollout); the general tasks are
+one-turn environments. Episodes are appended to out_dir/episodes/<task>.jsonl as they finish, so
+a rerun with the same out_dir resumes. Outputs: out_dir/results.json (scores, Overall, error
+analysis), results.md (tasks x models table, with --compare runs and the paper's models),
+results.png (bar chart), config.json.
+"""
+import datetime
+import json
+import os
+
+from agentune import scoring
+from agentune.agents import make_agent
+from agentune.config import configure, save_config
+from agentune.envs import ENVS, env_class
+from agentune.records import read_jsonl
+from agentune.rollout import run_episodes
+
+# --- what to evaluate
+model = ""            # HF model dir ('' = the base SmolLM2-135M-Instruct); for openai: the served name
+agent = "hf"          # hf (in-process, batched) | openai (OpenAI-compatible endpoint) | expert (gold)
+base_url = ""         # openai agent: e.g. http://localhost:8000/v1 (vLLM)
+label = ""            # this run's name in the tables ('' = the model's dir name, or 'expert')
+tasks = "os,db,alfworld,sciworld,miniwob,gsm8k,humaneval"  # plus any name given in mc_files
+limit = 0             # episodes per task, an evenly spread subset of its tasks (0 = all)
+workers = 8           # concurrent episodes per task
+out_dir = "out/eval"
+# --- generation
+temperature = 0.0     # greedy: pass@1 and exact match as the papers report them
+max_tokens = 512
+# --- data: evaluation splits only, never what 01_collect.py collects from
+task_splits = {"os": "dev", "db": "dev", "alfworld": "valid_seen", "sciworld": "test",
+               "miniwob": None, "gsm8k": "test", "humaneval": None}
+task_paths = {}       # task -> a task file or dir instead of the default public data
+env_options = {}      # task -> extra env constructor options, e.g. {"db": {"backend": "mysql"}}
+mc_files = {}         # multiple-choice sets: name -> HF-style JSONL, e.g. {"mmlu": "mmlu_test.jsonl"}
+mc_shots = 0          # the first k records of an mc file become few-shot examples (and are not scored)
+gsm8k_shots = 5       # few-shot worked examples from GSM8K train (short prompt for a 135M model)
+humaneval_timeout = 10.0  # seconds per program in the sandbox
+# --- scoring
+baseline_scores = scoring.paper_baselines()  # task -> Overall divisor: the paper's five-model average
+baseline = ""         # results.json of a base-model run: the divisor for tasks baseline_scores lacks
+compare = ""          # more results.json files (comma list) shown next to this run in table and chart
+short_repeat = 3      # error analysis: the same action this many times in a row
+long_repeat = 5       # ... or this many times in one episode (or a cycle of actions repeated 3 times)
+
+config = configure(globals())
+
+
+def spread(items, n):
+    """n items spread evenly over the list (so a small --limit still covers every task type)."""
+    if not n or n >= len(items):
+        return items
+    return [items[i * len(items) // n] for i in range(n)]
+
+
+def prepare(task):
+    """(env name, group, tasks to run, env constructor options) of one evaluation task."""
+    if task in mc_files:
+        task_list = env_class("mc").load_tasks(mc_files[task])
+        examples = [t.data for t in task_list[:mc_shots]]
+        return "mc", "general", spread(task_list[mc_shots:], limit), {"examples": examples, **env_options.get(task, {})}
+    if task not in ENVS or task == "mc":
+        raise SystemExit(f"--tasks: unknown task {task!r}; known: {', '.join(n for n in ENVS if n != 'mc')}"
+                         f"{', ' + ', '.join(mc_files) if mc_files else ''} (multiple-choice sets go in --mc_files)")
+    if task not in scoring.TASK_GROUPS:
+        raise SystemExit(f"{task}: no group for the Overall score: add it to TASK_GROUPS in agentune/scoring.py")
+    options = {"gsm8k": {"shots": gsm8k_shots}, "humaneval": {"timeout": humaneval_timeout}}.get(task, {})
+    task_list = env_class(task).load_tasks(task_paths.get(task), task_splits.get(task))
+    return task, scoring.TASK_GROUPS[task], spread(task_list, limit), {**options, **env_options.get(task, {})}
+
+
+def check_same_agent(path, agent_info):
+    """Resuming into another model's episodes would mix two models in one score: refuse."""
+    if not os.path.exists(path):
+        return
+    for where, record in read_jsonl(path):
+        theirs = record.get("agent", {})
+        if (theirs.get("kind"), theirs.get("model")) != (agent_info["kind"], agent_info["model"]):
+            raise SystemExit(f"{where}: episodes of another agent ({theirs.get('kind')} "
+                             f"{theirs.get('model')!r}) are in this out_dir\n  fix: pass another "
+                             f"--out_dir, or delete {path} to rerun it")
+        return
+
+
+task_names = [t.strip() for t in tasks.split(",") if t.strip()]
+if not task_names:
+    raise SystemExit("--tasks is empty")
+agent_obj = make_agent(agent, model=model, base_url=base_url, temperature=temperature, max_tokens=max_tokens)
+agent_info = agent_obj.describe()
+if not label:
+    label = os.path.basename(os.path.normpath(model)) if model else ("expert" if agent == "expert" else agent_info["model"])
+os.makedirs(os.path.join(out_dir, "episodes"), exist_ok=True)
+save_config(config, os.path.join(out_dir, "config.json"))
+base_run = scoring.load_results(baseline) if baseline else None
+
+results = {"label": label, "model": agent_info["model"] or label, "agent": agent_info,
+           "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "limit": limit, "tasks": {}, "overall": {}}
+try:
+    for task in task_names:
+        env_name, group, task_list, options = prepare(task)
+        episodes_path = os.path.join(out_dir, "episodes", f"{task}.jsonl")
+        check_same_agent(episodes_path, agent_info)
+        # Ctrl-C ends the run here (SystemExit) with the finished episodes kept: rerun to resume
+        run_episodes(env_name, task_list, agent_obj, episodes_path, workers=workers,
+                     env_kwargs=options, desc=task)
+        # score exactly this selection (a file may hold more from an earlier, larger --limit)
+        wanted = {t.id for t in task_list}
+        records = [r for _, r in read_jsonl(episodes_path) if r["task_id"] in wanted]
+        if task in baseline_scores:
+            divisor, source = baseline_scores[task], "baseline_scores (paper five-model average)"
+        elif base_run and task in base_run["tasks"]:
+            divisor, source = base_run["tasks"][task]["score"], f"base run {baseline}"
+        else:
+            divisor, source = None, None
+        results["tasks"][task] = {
+            "score": scoring.task_score(records), "n": len(records), "missing": len(wanted) - len(records),
+            "group": group, "split": task_splits.get(task), "env": env_name,
+            "errors": scoring.error_analysis(records, short_repeat, long_repeat),
+            "baseline": divisor, "baseline_source": source}
+finally:
+    agent_obj.close()
+
+scores = {t: v["score"] for t, v in results["tasks"].items()}
+divisors = {t: v["baseline"] for t, v in results["tasks"].items()}
+groups = {t: v["group"] for t, v in results["tasks"].items()}
+overall = scoring.overall(scores, divisors, groups)
+results["overall"] = {g: overall.get(g) for g in scoring.GROUPS}  # None: no task of the group ran
+results["overall_tasks"] = {g: [t for t in scores if groups[t] == g and scores[t] is not None and divisors[t]]
+                            for g in overall}
+no_divisor = [t for t in scores if not divisors[t]]
+results["config"] = config
+with open(os.path.join(out_dir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2, default=str)
+    f.write("\n")
+
+runs = [results] + [scoring.load_results(p) for p in compare.split(",") if p]
+table_baselines = {**baseline_scores, **{t: d for t, d in divisors.items() if d}}
+scoring.write_report(os.path.join(out_dir, "results.md"), runs, table_baselines)
+scoring.write_chart(os.path.join(out_dir, "results.png"), runs, table_baselines)
+
+print()
+print(scoring.markdown_table(runs, table_baselines))
+print()
+for task, v in results["tasks"].items():
+    score = "none" if v["score"] is None else f"{v['score']:.1f}"
+    missing = f" ({v['missing']} missing)" if v["missing"] else ""
+    errors = ", ".join(f"{k} {c}" for k, c in v["errors"].items() if c and k != "failed") or "none"
+    print(f"{task:>10}: score {score} over {v['n']} episodes{missing}; errors: {errors}")
+if no_divisor:
+    print(f"no Overall divisor for {', '.join(no_divisor)}: add it to --baseline_scores or pass "
+          f"--baseline=<base model results.json>")
+print("overall: " + (", ".join(f"{g} {x:.2f}" for g, x in overall.items()) or "none"))
+print(f"results: {out_dir}/results.json, {out_dir}/results.md, {out_dir}/results.png; "
+      f"episodes: {out_dir}/episodes/")

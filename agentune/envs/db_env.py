@@ -1,0 +1,606 @@
+"""DBBench, AgentBench's database task (the version AgentTuning collected and evaluated with).
+
+Each episode gets a fresh database holding the task's one table, every column TEXT as in
+AgentBench. The conversation starts as AgentBench's: its instructions, the agent's "Ok." (the
+DB task has no worked example), then the question plus the table's name and headers. Every
+reply is a thought and one action:
+
+    Action: Operation              or      Action: Answer
+    ```sql                                 Final Answer: ["ANSWER1", "ANSWER2", ...]
+    SELECT ...;
+    ```
+
+The environment runs the first SQL block and shows the raw result (Python repr of the row
+tuples, or the database's error message, cut at 800 characters), up to 5 operations and then a
+last reply that must answer (AgentBench's max_round = 5, so 6 replies in all). A reply that is
+neither ends the episode (invalid_format), as in AgentBench.
+
+Scoring (AgentBench):
+- query types (other, counting, comparison, ranking, aggregation-*): the answer list is parsed;
+  one value against one label value is correct when float-equal, else when string-equal;
+  otherwise the answer set must equal the label set. Answer strings are compared exactly (as
+  AgentBench): the values come out of the same table data the labels were made from, so case
+  matters only inside the database, where it is handled like MySQL (below).
+- INSERT/UPDATE/DELETE: the final table must equal, as a multiset of rows, the table made by
+  running the gold statement(s) on a fresh copy in the same backend (AgentBench compares an MD5
+  of the rows computed with MySQL functions, `answer_md5`, which only a MySQL server can make).
+  As in AgentBench the table is scored however the episode ended; the answer text is ignored.
+
+The expert replays the gold SQL (`label` for modifications, `sql.query` for queries) through
+the database and answers exactly what its query returned (no rows or NULL is "none", the data's
+word for no value); the environment scores it like any agent.
+
+Backends: SQLite in memory (default), or a MySQL/MariaDB server (what AgentBench uses), given by
+host/port/user/password/unix_socket, one database and one session per episode; `MariaDBServer`
+starts a private throwaway server. MySQL compares text case-, accent- and trailing-space-
+insensitively by default and the labels assume it, so the SQLite columns use a collation with
+those rules (=, <, ORDER BY, GROUP BY, DISTINCT, MIN/MAX; SQLite's LIKE ignores ASCII case
+already). Differences that remain: a TEXT column against a number literal compares as text in
+SQLite and as numbers in MySQL; double-quoted names are identifiers in SQLite and strings in
+MySQL; MySQL's backslash escapes and functions (CONCAT, IF, ...) are not SQLite's; a table MySQL
+rejects (an empty column name) is an env_error there. SQL errors are observations, never
+environment errors.
+"""
+import ast
+import atexit
+import ctypes
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import time
+import unicodedata
+import uuid
+
+from agentune.envs.base import HALVES, Env, Step, Task, half_of
+from agentune.paths import data_path
+from agentune.records import DataError, expand_paths, read_jsonl
+
+# AgentBench's instruction prompt (src/tasks/dbbench), verbatim
+INSTRUCTIONS = """
+I will ask you a question, then you should help me operate a MySQL database with SQL to answer the question.
+You have to explain the problem and your solution to me and write down your thoughts.
+After thinking and explaining thoroughly, every round you can choose to operate or to answer.
+your operation should be like this:
+Action: Operation
+```sql
+SELECT * FROM table WHERE condition;
+```
+You MUST put SQL in markdown format without any other comments. Your SQL should be in one line.
+Every time you can only execute one SQL statement. I will only execute the statement in the first SQL code block. Every time you write a SQL, I will execute it for you and give you the output.
+If you are done operating, and you want to commit your final answer, then write down:
+Action: Answer
+Final Answer: ["ANSWER1", "ANSWER2", ...]
+DO NOT write this pattern unless you are sure about your answer. I expect an accurate and correct answer.
+Your answer should be accurate. Your answer must be exactly the same as the correct answer.
+If the question is about modifying the database, then after done operation, your answer field can be anything.
+If your response cannot match any pattern I mentioned earlier, you will be judged as FAIL immediately.
+Your input will be raw MySQL response, you have to deal with it by yourself.
+"""
+
+# AgentBench's parsing: the first "Action: X" line; an Operation needs a ```sql block, anything
+# else must contain a "Final Answer:" line (the answer is the rest of that line)
+ACTION_RE = re.compile(r"Action: (.*?)\n")
+SQL_RE = re.compile(r"```sql\n([\s\S]*?)\n```")
+ANSWER_RE = re.compile(r"\nFinal Answer:(.*)")
+
+MODIFICATION_TYPES = ("INSERT", "UPDATE", "DELETE")
+MAX_OBSERVATION_CHARS = 800  # AgentBench cuts longer results and appends "[TRUNCATED]"
+MAX_ROWS = 10_000            # rows kept from one result (a runaway join cannot fill memory)
+
+
+class DatabaseFailure(Exception):
+    """The database could not do its part (server gone, connection lost, the task's table rejected):
+    an env_error, not an SQL error."""
+
+
+class SQLError(Exception):
+    """The statement failed: its message is the agent's observation."""
+
+
+# ----------------------------------------------------------------------------------------------
+# databases: a fresh one per episode
+
+class Database:
+    """One fresh database holding the task's table. Subclasses set it up and define quote(name),
+    execute(sql) -> rows (at most MAX_ROWS; raises SQLError or DatabaseFailure) and close()."""
+    table: dict
+    table_ref: str      # how to name the task table in SQL, whatever the agent did to the session
+
+    def table_rows(self):
+        """The task table's rows, or None when the agent dropped or broke it."""
+        columns = ", ".join(self.quote(c["name"]) for c in self.table["table_info"]["columns"])
+        try:
+            return self.execute(f"SELECT {columns} FROM {self.table_ref}")
+        except SQLError:
+            return None
+
+
+def table_values(table):
+    # AgentBench stores str() of every cell in TEXT columns
+    return [[str(v) for v in row] for row in table["table_info"]["rows"]]
+
+
+# ----------------------------------------------------------------------------------------------
+# SQLite backend: an in-memory database per episode
+
+def mysql_text_key(text):
+    """How MySQL/MariaDB's default collations see a string: case, accents and trailing spaces
+    do not count."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().rstrip(" ")
+
+
+def mysql_collation(a, b):
+    ka, kb = mysql_text_key(a), mysql_text_key(b)
+    return (ka > kb) - (ka < kb)
+
+
+class SQLiteDatabase(Database):
+    @staticmethod
+    def quote(name):
+        return '"' + name.replace('"', '""') + '"'
+
+    def __init__(self, table, statement_timeout):
+        self.table, self.table_ref = table, self.quote(table["table_name"])
+        self.statement_timeout = statement_timeout
+        self.deadline = float("inf")
+        # autocommit (isolation_level=None) like AgentBench's commit after every statement
+        self.conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        # no ATTACH (nor VACUUM INTO, which attaches): the agent's SQL must not write host files
+        self.conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        self.conn.create_collation("mysql_ci", mysql_collation)
+        self.conn.set_progress_handler(lambda: time.monotonic() > self.deadline, 10_000)
+        columns = [c["name"] for c in table["table_info"]["columns"]]
+        column_defs = ", ".join(f"{self.quote(c)} TEXT COLLATE mysql_ci" for c in columns)
+        self.conn.execute(f"CREATE TABLE {self.table_ref} ({column_defs})")
+        marks = ", ".join("?" * len(columns))
+        self.conn.executemany(f"INSERT INTO {self.table_ref} VALUES ({marks})", table_values(table))
+
+    def execute(self, sql):
+        self.deadline = time.monotonic() + self.statement_timeout
+        try:
+            return self.conn.execute(sql).fetchmany(MAX_ROWS)
+        except (sqlite3.Error, sqlite3.Warning, OverflowError) as e:
+            if str(e) == "interrupted":
+                raise SQLError(f"interrupted: the statement ran longer than {self.statement_timeout:g} s") from None
+            raise SQLError(str(e)) from None
+        finally:
+            self.deadline = float("inf")
+
+    def close(self):
+        self.conn.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# MySQL/MariaDB backend: a server database per episode, on its own connection (a fresh session)
+
+class MySQLDatabase(Database):
+    @staticmethod
+    def quote(name):
+        return "`" + name.replace("`", "``") + "`"
+
+    def __init__(self, server, table, statement_timeout):
+        import pymysql
+        self.table, self.conn = table, None
+        self.db = f"agentune_{uuid.uuid4().hex[:16]}"
+        self.table_ref = f"{self.quote(self.db)}.{self.quote(table['table_name'])}"
+        # TLS buys nothing on this machine and costs ~80 ms a connection (PyMySQL tries it by default)
+        local = bool(server["unix_socket"]) or server["host"] in ("127.0.0.1", "localhost", "::1")
+        try:
+            self.conn = pymysql.connect(**server, charset="utf8mb4", autocommit=True, connect_timeout=10,
+                                        read_timeout=statement_timeout + 60, write_timeout=60,
+                                        ssl_disabled=local)
+        except pymysql.err.MySQLError as e:
+            raise DatabaseFailure(f"cannot connect to the MySQL/MariaDB server: {e}") from e
+        columns = [c["name"] for c in table["table_info"]["columns"]]
+        rows = table_values(table)
+        try:
+            with self.conn.cursor() as cursor:
+                cursor.execute(f"CREATE DATABASE {self.quote(self.db)} CHARACTER SET utf8mb4")
+                cursor.execute(f"USE {self.quote(self.db)}")
+                cursor.execute(f"SET SESSION max_statement_time = {float(statement_timeout)}")
+                column_defs = ", ".join(f"{self.quote(c)} TEXT" for c in columns)
+                cursor.execute(f"CREATE TABLE {self.quote(table['table_name'])} ({column_defs})")
+                if rows:
+                    marks = "(" + ", ".join(["%s"] * len(columns)) + ")"
+                    cursor.execute(f"INSERT INTO {self.quote(table['table_name'])} VALUES "
+                                   + ", ".join([marks] * len(rows)), [v for row in rows for v in row])
+        except pymysql.err.MySQLError as e:
+            # e.g. MySQL rejects an empty column name (AgentBench's MySQL did too)
+            self.close()
+            raise DatabaseFailure(f"the server could not set up the task's table: {e}") from e
+
+    def execute(self, sql):
+        import pymysql
+        try:
+            with self.conn.cursor() as cursor:
+                cursor.execute(sql)
+                return list(cursor.fetchmany(MAX_ROWS))
+        except pymysql.err.InterfaceError as e:
+            raise DatabaseFailure(f"connection to the database server lost: {e}") from e
+        except pymysql.err.MySQLError as e:
+            code = e.args[0] if e.args else 0
+            message = e.args[1] if len(e.args) > 1 else str(e)
+            if not isinstance(code, int) or code >= 2000:  # client-side codes: server gone/unreachable
+                raise DatabaseFailure(f"database server error {code}: {message}") from e
+            # the text of mysql.connector (AgentBench's client), e.g. "1146 (42S02): Table ... doesn't exist"
+            sqlstate = getattr(e, "sqlstate", None)
+            raise SQLError(f"{code} ({sqlstate}): {message}" if sqlstate else f"{code}: {message}") from None
+
+    def close(self):
+        if self.conn is None:
+            return
+        try:
+            with self.conn.cursor() as cursor:
+                cursor.execute(f"DROP DATABASE IF EXISTS {self.quote(self.db)}")
+        except Exception:
+            pass  # the connection is gone; a scratch server is thrown away whole
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+        self.conn = None
+
+
+# ----------------------------------------------------------------------------------------------
+# scoring
+
+def parse_answer(text):
+    """The values of a "Final Answer:" line (a Python/JSON list literal, else one raw value).
+
+    AgentBench eval()s it; a literal parser keeps agent output from running as code, and a lone
+    scalar is one value (eval would split a string into characters)."""
+    text = text.strip()
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return [text]
+    return list(value) if isinstance(value, (list, tuple, set)) else [value]
+
+
+def score_answer(answer, label):
+    """AgentBench's query scoring: one value float-equal or string-equal, else equal sets."""
+    values = [str(v).strip() for v in parse_answer(answer)]
+    label = [str(v).strip() for v in label]
+    if len(values) == 1 and len(label) == 1:
+        try:
+            return float(values[0]) == float(label[0])
+        except ValueError:
+            return values[0] == label[0]
+    return set(values) == set(label)
+
+
+def same_table(rows, gold_rows):
+    """Equal as multisets of rows, values compared exactly (as AgentBench's MD5 of the rows)."""
+    if rows is None or gold_rows is None:
+        return False
+    as_text = lambda table: sorted(tuple(None if v is None else str(v) for v in row) for row in table)
+    return as_text(rows) == as_text(gold_rows)
+
+
+def one_line(sql):
+    # AgentBench runs the SQL block with its newlines made spaces (string literals included)
+    return sql.strip().replace("\n", " ")
+
+
+def render_rows(rows):
+    """The observation: AgentBench shows str() of the fetched row tuples, cut at 800 chars."""
+    text = str([tuple(row) for row in rows])
+    if len(text) > MAX_OBSERVATION_CHARS:
+        text = text[:MAX_OBSERVATION_CHARS] + "[TRUNCATED]"
+    return text
+
+
+# ----------------------------------------------------------------------------------------------
+# the environment
+
+class DBEnv(Env):
+    name = "db"
+    max_turns = 6          # AgentBench: 5 operations (max_round), then a reply that must answer
+    concurrency = "threads"
+
+    def __init__(self, backend="sqlite", host="127.0.0.1", port=3306, user="root", password="",
+                 unix_socket="", statement_timeout=10.0):
+        if backend not in ("sqlite", "mysql"):
+            raise ValueError(f"unknown db backend {backend!r}: use 'sqlite' or 'mysql' (MySQL or MariaDB server)")
+        self.backend = backend
+        self.server = dict(host=host, port=int(port), user=user, password=password,
+                           unix_socket=unix_socket or None)
+        self.statement_timeout = statement_timeout
+        self.db = None         # this episode's database
+        self.task = None
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    @classmethod
+    def load_tasks(cls, path=None, split=None):
+        """DBBench JSONL records; the default is the public dev set. split: 'collect' or 'eval'
+        (a fixed half of the tasks each, see half_of), or the name of another file there."""
+        halves = split in HALVES
+        path = path or data_path("agentbench", "dbbench", f"{'dev' if halves or not split else split}.jsonl")
+        tasks = []
+        for file in expand_paths(path):
+            file_stem = os.path.splitext(os.path.basename(file))[0]
+            for index, (where, record) in enumerate(read_jsonl(file)):
+                tasks.append(cls._task(f"{file_stem}-{index}", where, record))
+        return half_of(tasks, split) if halves else tasks
+
+    @staticmethod
+    def _task(task_id, where, record):
+        fix = ("each line needs description, add_description, type[0], label (a list) and "
+               "table{table_name, table_info{columns[].name, rows}}")
+        try:
+            table = record["table"]
+            columns = [c["name"] for c in table["table_info"]["columns"]]
+            kind, label, rows = record["type"][0], record["label"], table["table_info"]["rows"]
+            prompt = record["description"] + "\n" + record.get("add_description", "")
+        except (KeyError, TypeError, IndexError):
+            raise DataError(where, "not a DBBench task", fix) from None
+        if not (table["table_name"] and columns and isinstance(rows, list) and isinstance(label, list)):
+            raise DataError(where, "not a DBBench task", fix)
+        if any(len(row) != len(columns) for row in rows):
+            raise DataError(where, "a table row does not have one value per column", "fix the row")
+        if kind not in MODIFICATION_TYPES and not (record.get("sql") or {}).get("query"):
+            print(f"note: {where}: query task without sql.query (the expert cannot solve it)")
+        return Task(id=task_id, prompt=prompt, data=record)
+
+    # -- episodes -----------------------------------------------------------------------------
+
+    def _open_database(self, table):
+        if self.backend == "sqlite":
+            return SQLiteDatabase(table, self.statement_timeout)
+        return MySQLDatabase(self.server, table, self.statement_timeout)
+
+    def _close_database(self):
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def reset(self, task):
+        """Raises DatabaseFailure when the database cannot be set up (an env_error)."""
+        self._close_database()
+        self.task = task
+        self.turns = 0
+        self.executed = []      # SQL statements run this episode (the expert replays the gold ones)
+        self.last_rows = None   # the last statement's rows, None after an error
+        self.db = self._open_database(task.data["table"])
+        return [{"role": "user", "content": INSTRUCTIONS},
+                {"role": "assistant", "content": "Ok."},
+                {"role": "user", "content": task.prompt}]
+
+    @classmethod
+    def parse_action(cls, reply):
+        """("operation", sql) or ("answer", text after "Final Answer:"), or None (invalid)."""
+        action = ACTION_RE.search(reply)
+        if action and action.group(1).strip() == "Operation":
+            sql = SQL_RE.search(reply)
+            if not sql:
+                return None
+            return "operation", one_line(sql.group(1))
+        answer = ANSWER_RE.search(reply)
+        if answer:
+            return "answer", answer.group(1)
+        return None
+
+    def step(self, reply):
+        self.turns += 1
+        parsed = self.parse_action(reply)
+        info = {"valid_format": parsed is not None, "valid_action": parsed is not None,
+                "action": parsed[0] if parsed else "invalid"}
+        try:
+            if parsed is None:
+                return self._finish("invalid_format", info)
+            action, argument = parsed
+            if action == "answer":
+                return self._finish("answered", info, answer=argument)
+            if self.turns >= self.max_turns:
+                return self._finish("max_turns", info)
+            self.executed.append(argument)
+            try:
+                self.last_rows = self.db.execute(argument)
+                observation = render_rows(self.last_rows)
+            except SQLError as e:
+                self.last_rows = None
+                observation = str(e)[:MAX_OBSERVATION_CHARS]
+                info.update(valid_action=False, error=observation)
+            return Step(observation=observation, info=info)
+        except DatabaseFailure as e:
+            self._close_database()
+            return Step(observation="", done=True, finish="env_error", info={**info, "error": str(e)})
+
+    def _finish(self, finish, info, answer=None):
+        """End the episode: score it the AgentBench way and drop the database."""
+        entry = self.task.data
+        if entry["type"][0] in MODIFICATION_TYPES:
+            rows = self.db.table_rows()
+            gold_rows, gold_error = self.gold_table()
+            if gold_error:
+                info["gold_error"] = gold_error
+            success = same_table(rows, gold_rows)
+        else:
+            success = answer is not None and score_answer(answer, entry["label"])
+        if answer is not None:
+            info["answer"] = answer.strip()
+        self._close_database()
+        return Step(observation="", done=True, reward=float(success), success=success, finish=finish, info=info)
+
+    def gold_table(self):
+        """(rows, error): the task table after the gold statement(s) on a fresh copy."""
+        gold = self._open_database(self.task.data["table"])
+        try:
+            for statement in self.task.data["label"]:
+                try:
+                    gold.execute(one_line(statement))
+                except SQLError as e:
+                    return None, f"gold statement failed: {e}"
+            return gold.table_rows(), None
+        finally:
+            gold.close()
+
+    # -- the expert: the task's gold SQL through the real database ------------------------------
+
+    def gold_statements(self):
+        entry = self.task.data
+        if entry["type"][0] in MODIFICATION_TYPES:
+            return list(entry["label"])
+        query = (entry.get("sql") or {}).get("query")
+        return [query] if query else []
+
+    def expert_reply(self):
+        gold = self.gold_statements()
+        table = self.task.data["table"]["table_name"]
+        if len(self.executed) < len(gold):
+            sql = one_line(gold[len(self.executed)])
+            if self.task.data["type"][0] in MODIFICATION_TYPES:
+                thought = f"The question asks me to change the table `{table}`, so I will run the statement that does it."
+            else:
+                thought = f"To answer the question I will query the table `{table}` for the values it asks about."
+            return f"{thought}\nAction: Operation\n```sql\n{sql}\n```"
+        if self.task.data["type"][0] in MODIFICATION_TYPES:
+            done = "has been executed, so the table is updated as asked" if self.last_rows is not None \
+                else "failed, so I could not change the table"
+            return f'The statement {done}.\nAction: Answer\nFinal Answer: ["none"]'
+        if self.last_rows is None:
+            # no result to report (no gold query, or it failed): an honest non-answer
+            return "I could not get a result from the database, so I cannot determine the answer.\nAction: Answer\nFinal Answer: []"
+        # answer exactly what the query returned: every value of every row; no rows or NULL is
+        # "none", the data's word for "no such value"
+        values = ["none" if v is None else str(v) for row in self.last_rows for v in row] or ["none"]
+        return (f"The query returned {render_rows(self.last_rows)}, so that is the answer.\n"
+                f"Action: Answer\nFinal Answer: {json.dumps(values, ensure_ascii=False)}")
+
+    def close(self):
+        self._close_database()
+
+
+# ----------------------------------------------------------------------------------------------
+# a private MariaDB server for tests, stage scripts and the eval
+
+def _die_with_parent():
+    # the server must not outlive the process that started it (kill -9 included); PDEATHSIG
+    # fires when the starting *thread* exits, so start servers from the main thread
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def remove_stale_servers(parent):
+    """Data dirs of servers that died with a killed parent (kill -9 skips stop())."""
+    for path in glob.glob(os.path.join(parent, "agentune-mariadb-*")):
+        try:
+            pid = int(open(os.path.join(path, "mariadbd.pid")).read())
+        except (OSError, ValueError):
+            pid = None  # not started yet, or never: only the age tells
+        if pid is not None and os.path.exists(f"/proc/{pid}"):
+            continue
+        if pid is not None or time.time() - os.path.getmtime(path) > 600:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_mariadbd():
+    """Paths of mariadbd and mariadb-install-db, or None when MariaDB is not installed."""
+    search = os.environ.get("PATH", "") + ":/usr/sbin:/usr/local/sbin:/usr/bin"
+    server = shutil.which("mariadbd", path=search)
+    install = shutil.which("mariadb-install-db", path=search) or shutil.which("mysql_install_db", path=search)
+    return (server, install) if server and install else None
+
+
+class MariaDBServer:
+    """A throwaway MariaDB server: own data dir in a temp dir, own unix socket and a free port on
+    127.0.0.1; root (socket, no password) administers it, the account `agent` runs the episodes.
+    `with MariaDBServer() as server: env = DBEnv(**server.settings)`. Stopping it removes
+    everything; the server dies with the process that started it."""
+
+    def __init__(self, startup_timeout=60.0):
+        self.startup_timeout = startup_timeout
+        self.process = None
+        self.dir = None
+
+    def start(self):
+        import pymysql
+        found = find_mariadbd()
+        if not found:
+            raise RuntimeError("mariadbd not found: install the Debian package mariadb-server (scripts/setup.d/20-apt.sh)")
+        mariadbd, install_db = found
+        # on a RAM disk when there is one: every CREATE/DROP TABLE syncs files, ~20x slower on disk
+        ram = "/dev/shm" if os.path.isdir("/dev/shm") and shutil.disk_usage("/dev/shm").free > 1 << 30 else None
+        parent = ram or tempfile.gettempdir()
+        remove_stale_servers(parent)
+        self.dir = tempfile.mkdtemp(prefix="agentune-mariadb-", dir=parent)
+        atexit.register(self.stop)
+        datadir, self.socket = os.path.join(self.dir, "data"), os.path.join(self.dir, "mariadb.sock")
+        as_root = ["--user=root"] if os.geteuid() == 0 else []
+        done = subprocess.run([install_db, "--no-defaults", f"--datadir={datadir}", "--skip-test-db",
+                               "--auth-root-authentication-method=normal", *as_root],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"mariadb-install-db failed:\n{(done.stdout + done.stderr)[-2000:]}")
+        self.port = _free_port()
+        self.log = os.path.join(self.dir, "error.log")
+        self.process = subprocess.Popen(
+            [mariadbd, "--no-defaults", f"--datadir={datadir}", f"--socket={self.socket}",
+             f"--port={self.port}", "--bind-address=127.0.0.1", f"--log-error={self.log}",
+             f"--pid-file={os.path.join(self.dir, 'mariadbd.pid')}",
+             "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci",
+             # a scratch server: small, and no syncing to disk (nothing in it must survive)
+             "--innodb-buffer-pool-size=64M", "--innodb-log-file-size=16M",
+             "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0", "--sync-frm=0",
+             "--max-connections=500", *as_root],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            try:
+                root = pymysql.connect(unix_socket=self.socket, user="root", connect_timeout=2, ssl_disabled=True)
+                break
+            except pymysql.err.MySQLError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    tail = open(self.log).read()[-2000:] if os.path.exists(self.log) else ""
+                    self.stop()
+                    raise RuntimeError(f"mariadbd did not start:\n{tail}") from None
+                time.sleep(0.1)
+        # the agent's account: everything on the episode databases, nothing on the server (no
+        # FILE, SHUTDOWN, SUPER: agent SQL cannot read or write host files or stop the server)
+        with root.cursor() as cursor:
+            for host in ("localhost", "127.0.0.1"):
+                cursor.execute(f"CREATE USER 'agent'@'{host}'")
+                cursor.execute(f"GRANT ALL ON `agentune\\_%`.* TO 'agent'@'{host}'")
+        root.close()
+        return self
+
+    @property
+    def settings(self):
+        """DBEnv keyword arguments for this server (the socket; host/port work too)."""
+        return dict(backend="mysql", host="127.0.0.1", port=self.port, user="agent", password="",
+                    unix_socket=self.socket)
+
+    def stop(self):
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

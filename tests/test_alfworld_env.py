@@ -1,0 +1,154 @@
+"""ALFWorld in the real engine (TextWorld PDDL + Fast Downward) on the public valid_seen games.
+
+Loading a game costs 1-3 s (PDDL translation; kitchens more), so the expert is checked here on
+the smallest game of each task type; the full 140-game valid_seen run goes through 01_collect.py."""
+import json
+import os
+
+import pytest
+
+from agentune.agents import make_agent
+from agentune.envs.alfworld_env import EXAMPLES, INSTRUCTION, ALFWorldEnv
+from agentune.rollout import run_episodes
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return ALFWorldEnv.load_tasks(split="valid_seen")
+
+
+@pytest.fixture(scope="module")
+def env():
+    env = ALFWorldEnv()
+    yield env
+    env.close()
+
+
+def smallest_game(tasks, example):
+    """The smallest game of a task type: the quickest to load (kitchens take the longest)."""
+    return min((t for t in tasks if t.data["example"] == example),
+               key=lambda t: (os.path.getsize(t.data["gamefile"]), t.id))
+
+
+def play_expert(env, max_turns=50):
+    steps = []
+    for _ in range(max_turns):
+        steps.append(env.step(env.expert_reply()))
+        if steps[-1].done:
+            return steps
+    raise AssertionError("the expert did not finish")
+
+
+def test_load_tasks(tasks):
+    assert len(tasks) == 140
+    assert len({t.id for t in tasks}) == 140
+    split, task_dir, trial = tasks[0].id.split("/")
+    assert split == "valid_seen" and trial.startswith("trial_T")
+    assert {t.data["example"] for t in tasks} == set(EXAMPLES)
+    assert all(t.prompt and not t.prompt.startswith("Your task") for t in tasks)
+    # the same games through a directory, a tarball and a single file get the same ids
+    by_dir = ALFWorldEnv.load_tasks(path=tasks[0].data["gamefile"].rsplit("/", 3)[0])
+    assert [t.id for t in by_dir] == [t.id for t in tasks]
+    from agentune.paths import data_path
+    by_tarball = ALFWorldEnv.load_tasks(path=data_path("alfworld", "json_2.1.1-valid_seen.tar.xz"))
+    assert [t.id for t in by_tarball] == [t.id for t in tasks]
+    [one] = ALFWorldEnv.load_tasks(path=tasks[5].data["gamefile"])
+    assert one.id == tasks[5].id and one.prompt == tasks[5].prompt
+    assert len(ALFWorldEnv.load_tasks(split="valid_train")) == 200
+
+
+def test_parse_action():
+    parse = ALFWorldEnv.parse_action
+    assert parse("THOUGHT: find it.\nACTION: go to Cabinet 1.\nmore text") == ("act", "go to cabinet 1")
+    assert parse("ACTION:   put  mug 1 in/on  desk 1  ") == ("act", "put mug 1 in/on desk 1")
+    assert parse("THOUGHT: I should go to cabinet 1.") is None
+    assert parse("ACTION: ") is None
+    assert parse("Action: go to cabinet 1") is None  # AgentBench's parser is case-sensitive
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES))
+def test_expert_walkthrough_wins(env, tasks, example):
+    task = smallest_game(tasks, example)
+    messages = env.reset(task)
+    walkthrough = list(env.walkthrough)
+    # AgentBench's prompt: instruction, acknowledgement, the example of this task type, the task
+    assert messages[0] == {"role": "user", "content": INSTRUCTION}
+    assert messages[2]["content"] == "Here is one example.\n" + EXAMPLES[example][0]
+    assert [m["role"] for m in messages] == ["user", "assistant"] * (len(messages) // 2) + ["user"]
+    assert messages[-1]["content"].startswith("Here is your task. You are in the middle of a room.")
+    assert messages[-1]["content"].endswith("Your task is to: " + task.prompt)
+    steps = play_expert(env)
+    assert steps[-1].success and steps[-1].reward == 1.0 and steps[-1].finish == "answered"
+    assert all(s.info["valid_format"] and s.info["valid_action"] for s in steps)
+    assert len(steps) == len(walkthrough) and env.on_walkthrough  # no planner needed
+    observations = " ".join(s.observation for s in steps)
+    assert "You move" not in observations and "You arrive at" not in observations
+    assert not any(s.info["action"].startswith("move ") for s in steps)  # AgentBench's "put X in/on Y"
+
+
+def test_put_wording_both_ways(env, tasks):
+    env.reset(smallest_game(tasks, "puttwo"))
+    # play the walkthrough up to its first placement, then place in the engine's own wording
+    while not env.walkthrough[0].startswith("move "):
+        assert env.step(env.expert_reply()).info["valid_action"]
+    engine_command = env.walkthrough[0]
+    obj, receptacle = engine_command[len("move "):].split(" to ")
+    assert f"put {obj} in/on {receptacle}" in env.admissible_commands()
+    step = env.step(f"ACTION: {engine_command}")
+    assert step.info == {"valid_format": True, "valid_action": True, "action": f"put {obj} in/on {receptacle}"}
+    assert step.observation == f"You put the {obj} in/on the {receptacle}."
+    assert play_expert(env)[-1].success
+
+
+def test_invalid_action_nothing_happens(env, tasks):
+    env.reset(smallest_game(tasks, "put"))
+    before = env.admissible_commands()
+    step = env.step("THOUGHT: let me try.\nACTION: fly to the moon")
+    assert step.observation == "Nothing happens."
+    assert not step.done and step.info == {"valid_format": True, "valid_action": False, "action": "fly to the moon"}
+    assert env.admissible_commands() == before  # the game did not move
+    steps = play_expert(env)
+    assert steps[-1].success and env.on_walkthrough
+
+
+def test_planner_recovers_after_deviation(env, tasks):
+    env.reset(smallest_game(tasks, "put"))  # a small room: planning a kitchen takes ~10 s
+    detour = next(c for c in reversed(env.admissible_commands())
+                  if c.startswith("go to ") and c != env.walkthrough[0])
+    step = env.step(f"ACTION: {detour}")
+    assert step.info["valid_action"] and not step.done
+    steps = play_expert(env)
+    assert steps[-1].success and steps[-1].finish == "answered"
+    assert not env.on_walkthrough and all(s.info["valid_action"] for s in steps)
+
+
+def test_format_error_ends_episode(env, tasks):
+    env.reset(tasks[0])
+    step = env.step("I think I should go to the desk.")
+    assert step.done and step.finish == "invalid_format" and not step.success and step.reward == 0
+    assert step.info["valid_format"] is False
+
+
+def test_step_limit(env, tasks):
+    assert ALFWorldEnv.max_turns == 35  # AgentBench.old's max_step
+    env.reset(tasks[0])
+    env.max_turns = 3
+    try:
+        steps = [env.step("ACTION: look") for _ in range(3)]
+    finally:
+        del env.max_turns
+    assert [s.done for s in steps] == [False, False, True]
+    assert steps[-1].finish == "max_turns" and not steps[-1].success and steps[-1].reward == 0
+
+
+def test_expert_collection_in_worker_processes(tasks, tmp_path):
+    picked = [smallest_game(tasks, "clean"), smallest_game(tasks, "examine")]
+    out = tmp_path / "alfworld.jsonl"
+    summary = run_episodes("alfworld", picked, make_agent("expert"), str(out), workers=2)
+    assert summary["episodes"] == 2 and summary["success_rate"] == 1.0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["task_id"] for r in records) == sorted(t.id for t in picked)
+    for record in records:
+        assert record["finish"] == "answered" and record["reward"] == 1.0
+        assert record["messages"][-1]["role"] == "assistant"
+        assert record["messages"][-1]["content"].startswith("THOUGHT: ")
