@@ -229,11 +229,13 @@ def main():
     if gradient_checkpointing:
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     net.config.use_cache = False
-    decay = [p for n, p in net.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in net.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=lr, betas=(adam_beta1, adam_beta2), eps=1e-8)
+    # matrices decay, norms and biases do not; under ZeRO-3 a parameter's own shape is its
+    # (empty) local partition, its full shape is ds_shape
+    full_ndim = lambda p: len(p.ds_shape) if hasattr(p, "ds_shape") else p.ndim
+    groups = [{"params": [p for p in net.parameters() if full_ndim(p) >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in net.parameters() if full_ndim(p) < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr,
+                                  betas=(adam_beta1, adam_beta2), eps=1e-8)
     warmup = max(1, round(warmup_ratio * max_steps)) if max_steps else 0
 
     def lr_factor(step):  # step = number of optimizer updates done

@@ -35,7 +35,8 @@ out_dir = "out/eval"
 temperature = 0.0     # greedy: pass@1 and exact match as the papers report them
 max_tokens = 512
 # --- data: evaluation splits only, never what 01_collect.py collects from
-task_splits = {"os": "dev", "db": "dev", "alfworld": "valid_seen", "sciworld": "test",
+# (os, db: AgentBench ships one public set; 01 collects on its "collect" half, 05 evaluates the other)
+task_splits = {"os": "eval", "db": "eval", "alfworld": "valid_seen", "sciworld": "test",
                "miniwob": None, "gsm8k": "test", "humaneval": None}
 task_paths = {}       # task -> a task file or dir instead of the default public data
 env_options = {}      # task -> extra env constructor options, e.g. {"db": {"backend": "mysql"}}

@@ -60,8 +60,9 @@ def collate(samples, pad_id):
 
 def block_causal_mask(cu_seqlens, device=None):
     """(1, 1, T, T) boolean mask, True where query i may attend key j: same sample and j <= i."""
+    cu_seqlens = cu_seqlens.to(device)
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-    sample_of = torch.repeat_interleave(torch.arange(len(lengths)), lengths).to(device)
+    sample_of = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
     total = int(cu_seqlens[-1])
     causal = torch.ones(total, total, dtype=torch.bool, device=device).tril()
     return (causal & (sample_of[:, None] == sample_of[None, :]))[None, None]

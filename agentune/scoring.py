@@ -92,13 +92,13 @@ REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|sorry,|i cannot|i can'?t|i can
 
 
 def agent_turns(record):
-    """The agent's own replies and the matching step facts. messages begin with the env's
-    prompt (which may hold example assistant turns), so the agent's replies are the last
-    len(steps) assistant messages."""
+    """The agent's own replies and the step facts of each (in order; a reply whose step raised
+    has none). messages begin with the env's prompt, which may hold example assistant turns, so
+    the agent's replies are the last `turns` assistant messages."""
     steps = record.get("steps") or []
+    turns = record.get("turns", len(steps))
     replies = [m.get("content") or "" for m in record.get("messages", []) if m.get("role") == "assistant"]
-    replies = replies[len(replies) - len(steps):] if steps else []
-    return replies, steps
+    return (replies[len(replies) - turns:] if turns else []), steps
 
 
 def longest_run(keys):

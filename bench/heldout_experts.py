@@ -15,6 +15,7 @@ from agentune.envs import env_class
 
 envs = "sciworld,miniwob"
 limit = 0          # episodes per task type (0: all)
+task_types = ""    # comma list of task types to run (default: all)
 sciworld_step_limit = 100   # the protocol's; some gold paths need more simulator moves
 config = configure(globals())
 
@@ -23,7 +24,8 @@ for env_name in envs.split(","):
     tasks = cls.load_tasks()
     by_type = collections.defaultdict(list)
     for task in tasks:
-        by_type[task.data["task_name"]].append(task)
+        if not task_types or task.data["task_name"] in task_types.split(","):
+            by_type[task.data["task_name"]].append(task)
     env = cls(step_limit=sciworld_step_limit) if env_name == "sciworld" else cls()
     results = collections.defaultdict(list)
     start = time.time()

@@ -132,6 +132,9 @@ def main():
         trained, real, slots, elapsed = 0, 0, 0, 0.0
         for s, batch_rows in enumerate(steps_rows):
             batch_samples = [samples[i] for row in batch_rows for i in row]
+            # the HF Trainer's random sampler: a step's samples arrive in random order, not grouped
+            # the way our packer grouped them into rows
+            random.Random(seed + s).shuffle(batch_samples)
             sync()
             t0 = time.time()
             if mode == "packed":

@@ -50,7 +50,15 @@ def episode(actions, finish="answered", success=False, replies=None, valid_forma
         messages += [{"role": "assistant", "content": reply}, {"role": "user", "content": "obs"}]
         steps.append({"valid_format": valid_format, "valid_action": valid_action, "action": action})
     return {"messages": messages, "steps": steps, "finish": finish, "success": success,
-            "reward": float(success)}
+            "reward": float(success), "turns": len(steps)}
+
+
+def crashed_episode():
+    """The env raised on the agent's 2nd reply: two replies (the 1st empty), one step."""
+    record = episode(["ls"], finish="env_error", replies=[""])
+    record["messages"].append({"role": "assistant", "content": "Act: rm -rf /"})
+    record["turns"] = 2
+    return record
 
 
 def test_error_analysis_on_crafted_trajectories():
@@ -68,11 +76,12 @@ def test_error_analysis_on_crafted_trajectories():
         "not_refusal": (episode(["x"], replies=["Thought: I cannot see the file yet.\nAct: ls"]), set()),
         "context": (episode([], finish="context_limit"), {"context_limit"}),
         "env_error": (episode(["ls"], finish="env_error"), {"env_error"}),
+        "crash": (crashed_episode(), {"env_error", "refused_or_empty"}),
     }
     for name, (record, expected) in cases.items():
         assert scoring.episode_errors(record) == expected, name
     counts = scoring.error_analysis([record for record, _ in cases.values()])
-    assert counts["long_repetition"] == 2 and counts["refused_or_empty"] == 2
+    assert counts["long_repetition"] == 2 and counts["refused_or_empty"] == 3
     assert counts["turn_limit"] == 1 and counts["short_repetition"] == 1
     assert counts["failed"] == len(cases) - 1
     assert set(counts) == set(scoring.ERROR_KINDS) | {"failed"}

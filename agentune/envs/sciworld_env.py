@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import threading
 
 from py4j.java_gateway import GatewayParameters, JavaGateway, launch_gateway
 from scienceworld.constants import BASEPATH, JAR_PATH
@@ -39,8 +40,27 @@ INSTRUCTIONS = """Interact with a household to solve a task. Each turn, you can 
 2. Action: You could interact with the environment freely to solve the task, but remember to refer to your thought and act accordingly.
 Prepend your action with "Think: " or "Action: ", e.g. "Think: Now I have picked up the object. Next, I need to move to the location of the answer box." or "Action: go to kitchen".
 Exactly only one option could be chosen in a turn."""
+EXAMPLE_CHARS = 8000      # about 2k tokens of one-shot example
 NEW_TASK = "The preceding task has ended. Now, I will start a new task.\n"
 FORMAT_HINT = 'Invalid format. Answer with exactly one "Think: <your reasoning>" or "Action: <an action>".'
+
+
+def write_json(path, obj):
+    """Whole or not at all, also when several envs write the same cache file."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def trim_example(example):
+    """AgentTuning drops the example's oldest (action, observation) turns once the prompt
+    outgrows 4096 tokens; we do it up front, to a fixed budget, so every episode has room."""
+    example = list(example)
+    while sum(len(m["content"]) for m in example) > EXAMPLE_CHARS and len(example) > 5:
+        del example[3:5]         # keep the task, the first thought and its "OK."
+    return example
 
 
 def clean(text):
@@ -104,10 +124,12 @@ def evaluation_variations(task_index, variations):
 
 def closest_valid_action(action, valid_actions):
     """AgentTuning's fallback for an action the simulator does not know: the valid action
-    sharing most words with it."""
+    sharing most words with it. Focusing commits to an answer (a wrong focus fails the task), so
+    unlike AgentTuning we map to a focus action only when the agent asked to focus."""
     invalid_focus = {f"focus on {x}" for x in ["agent", "air"] + ROOMS}
     candidates = sorted(set(valid_actions) | {f"open door to {r}" for r in ROOMS})
-    candidates = [a for a in candidates if a not in invalid_focus]
+    candidates = [a for a in candidates if a not in invalid_focus
+                  and (action.startswith("focus on") or not a.startswith("focus on"))]
     words = set(action.split())
     best, best_overlap = action, 0
     for candidate in candidates:
@@ -156,10 +178,7 @@ class SciWorldEnv(Env):
         finally:
             sim.close()
         # listing needs one simulator load per variation (~0.1 s each): keep the result
-        os.makedirs(os.path.dirname(cache), exist_ok=True)
-        with open(cache + ".tmp", "w") as f:
-            json.dump([t.__dict__ for t in tasks], f)
-        os.replace(cache + ".tmp", cache)
+        write_json(cache, [t.__dict__ for t in tasks])
         return tasks
 
     @staticmethod
@@ -173,7 +192,7 @@ class SciWorldEnv(Env):
 
     def reset(self, task):
         self.task = task
-        example = self.one_shot(task.data["task_name"])
+        example = trim_example(self.one_shot(task.data["task_name"]))
         observation = self.sim.load(task.data["task_name"], task.data["variation"])
         self.actions = []        # what was sent to the simulator after the first look around
         self.recent = [("look around", "")]
@@ -197,15 +216,20 @@ class SciWorldEnv(Env):
                     {"role": "assistant", "content": "Think: To solve the task, I need to find the "
                      "objects it names, focus on the right one, and act on it step by step."},
                     {"role": "user", "content": "OK."}]
+        shown = []
         for action in gold:
+            observation = clean(self.sim.server.step(action))
+            if shown[-2:] == [action, action]:
+                # a long stretch of one action (watching a block slide, waiting for plants) is
+                # shown twice, the second time with the stretch's last observation
+                messages[-1]["content"] = observation
+                continue
+            shown.append(action)
             messages.append({"role": "assistant", "content": f"Action: {action}"})
-            messages.append({"role": "user", "content": clean(self.sim.server.step(action))})
+            messages.append({"role": "user", "content": observation})
         assert self.sim.score() == 100, f"gold path of {task_name}#{variation} scored {self.sim.score()}"
         messages.pop()           # the example ends on the agent's last action, as AgentTuning's
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + f".{os.getpid()}.tmp", "w") as f:
-            json.dump(messages, f)
-        os.replace(path + f".{os.getpid()}.tmp", path)
+        write_json(path, messages)
         return messages
 
     @classmethod

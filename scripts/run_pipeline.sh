@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The main job (make demo), like nanochat's speedrun: from a set-up machine to a trained and
+# evaluated agent model, on the CPU, with no API key. Each stage resumes if rerun. Sizes are
+# small so that it ends in well under 30 minutes on 2 cores; the same scripts scale by settings.
+#   bash scripts/run_pipeline.sh                      # everything under runs/demo
+#   RUN=runs/try2 STEPS=80 bash scripts/run_pipeline.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+RUN=${RUN:-runs/demo}
+SEQ=${SEQ:-1024}              # tokens per packed row (and the filter/mix length limit)
+STEPS=${STEPS:-30}            # optimizer steps of 04_train.py --preset=cpu
+ALFWORLD_GAMES=${ALFWORLD_GAMES:-24}   # ALFWorld train games to collect from
+EVAL_LIMIT=${EVAL_LIMIT:-2}   # episodes per evaluation task and model
+EVAL_TASKS=${EVAL_TASKS:-os,db,alfworld,sciworld,miniwob,gsm8k,humaneval}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false
+start=$(date +%s)
+stage() { echo; echo "=== [$(( $(date +%s) - start ))s] $*"; }
+
+stage "01 collect: expert trajectories (os, db: their collect halves; alfworld: train games)"
+$PY 01_collect.py --env=os,db --out_dir=$RUN/raw --workers=2
+$PY 01_collect.py --env=alfworld --limit=$ALFWORLD_GAMES --out_dir=$RUN/raw --workers=2
+if [ -n "${OPENAI_API_KEY:-}${OPENAI_BASE_URL:-}" ]; then
+  stage "01 collect: the openai teacher (${TEACHER_MODEL:-gpt-4o-mini})"
+  $PY 01_collect.py --env=os,db --agent=openai --model=${TEACHER_MODEL:-gpt-4o-mini} \
+    --out_dir=$RUN/raw_teacher --workers=8 --limit=${TEACHER_LIMIT:-20}
+fi
+
+stage "02 filter"
+$PY 02_filter.py --inputs="$RUN/raw*/*.jsonl" --out_dir=$RUN/filtered --seq_len=$SEQ
+
+stage "03 mix with general data at eta = 0.2"
+$PY 03_mix.py --agent_data=$RUN/filtered/agent.jsonl --eta=0.2 --seq_len=$SEQ --out_dir=$RUN/mix
+
+stage "04 train SmolLM2-135M-Instruct (CPU, through DeepSpeed)"
+$PY 04_train.py --preset=cpu --data=$RUN/mix/train.jsonl --val_data=$RUN/mix/val.jsonl \
+  --out_dir=$RUN/train --seq_len=$SEQ --max_steps=$STEPS --eval_interval=$STEPS --resume=$([ -e $RUN/train/deepspeed/latest ] && echo True || echo False)
+
+stage "05 evaluate the base model"
+$PY 05_eval.py --label=base --tasks=$EVAL_TASKS --limit=$EVAL_LIMIT --max_tokens=256 --workers=4 \
+  --out_dir=$RUN/eval_base
+stage "05 evaluate the tuned model"
+$PY 05_eval.py --label=tuned --model=$RUN/train/final --tasks=$EVAL_TASKS --limit=$EVAL_LIMIT \
+  --max_tokens=256 --workers=4 --out_dir=$RUN/eval_tuned --baseline=$RUN/eval_base/results.json \
+  --compare=$RUN/eval_base/results.json
+
+stage "done in $(( $(date +%s) - start ))s"
+cat $RUN/eval_tuned/results.md
+echo
+echo "trajectories: $RUN/raw/*.jsonl   (read them: $PY scripts/view.py $RUN/raw/os.jsonl)"
+echo "filter report: $RUN/filtered/report.json   mix: $RUN/mix/mix_report.json"
+echo "model: $RUN/train/final   metrics: $RUN/train/metrics.jsonl"
+echo "results: $RUN/eval_tuned/results.{json,md,png}, base: $RUN/eval_base/"
