@@ -6,12 +6,13 @@ test episodes take ~20 minutes on one core.
     .venv/bin/python bench/heldout_experts.py --envs=sciworld --sciworld_step_limit=1000
 """
 import collections
+import os
 import sys
 import time
 
-sys.path.insert(0, __file__.rsplit("/bench/", 1)[0])
-from agentune.config import configure
-from agentune.envs import env_class
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from agentune.config import configure  # noqa: E402
+from agentune.envs import env_class  # noqa: E402
 
 envs = "sciworld,miniwob"
 limit = 0          # episodes per task type (0: all)
@@ -31,8 +32,8 @@ for env_name in envs.split(","):
     start = time.time()
     try:
         for task_name, group in by_type.items():
+            t0 = time.time()
             for task in group[:limit or None]:
-                t0 = time.time()
                 env.reset(task)
                 for _ in range(cls.max_turns):
                     step = env.step(env.expert_reply())
@@ -43,7 +44,7 @@ for env_name in envs.split(","):
                     print(f"  {task.id}: reward {step.reward:.2f} ({step.finish})", flush=True)
             scores = results[task_name]
             print(f"{env_name} {task_name}: {100 * sum(scores) / len(scores):.1f} over {len(scores)} "
-                  f"({(time.time() - t0):.1f}s last episode)", flush=True)
+                  f"({(time.time() - t0) / len(scores):.1f}s an episode)", flush=True)
     finally:
         env.close()
     per_type = [100 * sum(s) / len(s) for s in results.values()]

@@ -75,6 +75,28 @@ def test_one_shot_is_a_real_gold_episode(env, tmp_path, monkeypatch):
     assert len(list(tmp_path.rglob("find-non-living-thing.json"))) == 1
 
 
+def test_long_examples_are_trimmed_from_the_front():
+    turn = lambda role, text: {"role": role, "content": text}
+    example = [turn("user", "task"), turn("assistant", "Think: plan"), turn("user", "OK.")]
+    for i in range(100):
+        example += [turn("assistant", f"Action: step {i}"), turn("user", "x" * 200)]
+    example.pop()
+    trimmed = sciworld_env.trim_example(example)
+    assert sum(len(m["content"]) for m in trimmed) <= sciworld_env.EXAMPLE_CHARS
+    assert trimmed[:3] == example[:3] and trimmed[-1] == example[-1]      # the end is kept
+    assert [m["role"] for m in trimmed] == ["user", "assistant"] * (len(trimmed) // 2)
+    assert sciworld_env.trim_example(example[:7]) == example[:7]
+
+
+def test_unknown_actions_map_to_the_closest_valid_one():
+    valid = ["focus on seed", "move seed to flower pot", "look around", "focus on agent"]
+    assert sciworld_env.closest_valid_action("move the seed to cup", valid) == "move seed to flower pot"
+    # never an unasked focus (it would end the task), never a focus on the agent
+    assert sciworld_env.closest_valid_action("seed seed", valid) == "move seed to flower pot"
+    assert sciworld_env.closest_valid_action("focus on the seed", valid) == "focus on seed"
+    assert sciworld_env.closest_valid_action("go kitchen", valid) == "open door to kitchen"
+
+
 def test_task_ids_from_a_file(tmp_path):
     path = tmp_path / "ids.txt"
     path.write_text("boil#26\n\nfind-plant#225\n")

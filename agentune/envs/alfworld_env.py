@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tarfile
 
 from agentune.envs.base import Env, Step, Task
@@ -214,34 +215,48 @@ def example_for(task_id):
                     f"task directories start with one of {', '.join(EXAMPLE_FOR_TASK)}")
 
 
-def thought_for(command, goal, first):
-    """A short rationale for an expert action (the environment, not the thought, is judged)."""
-    verb = command.split(" ")[0]
-    words = {
-        "go": f"I go to {command[len('go to '):]} to look for what I need there.",
-        "open": f"The {command[len('open '):]} is closed, so I open it to see what is inside.",
-        "close": f"I close the {command[len('close '):]}.",
-        "take": "This is what I need, so I take it.",
-        "put": "I put it here as the task asks.",
-        "heat": "The task needs it hot, so I heat it here.",
-        "cool": "The task needs it cool, so I cool it here.",
-        "clean": "The task needs it clean, so I clean it here.",
-        "use": "I turn on the light to look at the object under it.",
-        "examine": "I examine it more closely.",
-        "look": "I look around.",
-        "inventory": "I check what I am carrying.",
-    }.get(verb, "This is the next step of my plan.")
+def thought_for(command, next_command, goal, first):
+    """A short rationale for an expert action, from the action and the one after it (the
+    environment, not the thought, is judged)."""
+    words = command.split(" ")
+    verb, rest = words[0], " ".join(words[1:])
+    if verb == "go":
+        place = rest.removeprefix("to ")
+        after = next_command.split(" ")
+        if after[0] == "take":
+            thought = f"I am looking for a {after[1]}. Let me check {place}."
+        elif after[0] in ("heat", "cool", "clean"):
+            thought = f"I take the {' '.join(after[1:3])} to {place} to {after[0]} it."
+        elif after[0] == "put":
+            thought = f"Now I bring the {' '.join(after[1:3])} to {place}."
+        elif after[0] == "use":
+            thought = f"I need a light. Let me check {place}."
+        else:
+            thought = f"Let me check {place}."
+    elif verb == "open":
+        thought = f"The {rest} is closed. I open it to see what is inside."
+    elif verb == "take":
+        thought = f"Here is a {rest.split(' from ')[0]}. I take it."
+    elif verb == "put":
+        thought = "I put it here, as the task asks."
+    elif verb in ("heat", "cool", "clean"):
+        thought = f"I {verb} the {rest.split(' with ')[0]} here."
+    elif verb == "use":
+        thought = f"I turn on the {rest} to look at what I hold under its light."
+    else:
+        thought = "This is the next step of my plan."
     if first:
-        return f"The task is to {goal.rstrip('.')}. {words}"
-    return words
+        return f"The task is to {goal.rstrip('.')}. {thought}"
+    return thought
 
 
 class ALFWorldEnv(Env):
     name = "alfworld"
     max_turns = 35          # AgentBench.old's max_step for ALFWorld (configs/tasks/alfworld/*.yaml)
-    # Each game loads its own copy of Fast Downward's library, but the Python side (PDDL
-    # translation, grammar derivation) holds the GIL, and the translator keeps module state:
-    # one process per worker
+    # Each engine loads its own copy of Fast Downward's library, but the Python side (PDDL
+    # translation, grammar derivation) holds the GIL, and the translator configures itself
+    # through module globals and sys.argv, so two games loading at once in threads can mix
+    # settings: one process per worker
     concurrency = "processes"
 
     def __init__(self):
@@ -285,12 +300,16 @@ class ALFWorldEnv(Env):
         from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
 
         gamefile = task.data["gamefile"]
-        if self.game is None:
-            infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile", "walkthrough"])
-            self.game = textworld.start(gamefile, infos, wrappers=[AlfredDemangler(shuffle=False), AlfredInfos])
-        else:
-            self.game.load(gamefile)
-        self.state = self.game.reset()
+        argv = sys.argv[:]  # Fast Downward's PDDL translator overwrites sys.argv: keep ours
+        try:
+            if self.game is None:
+                infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile", "walkthrough"])
+                self.game = textworld.start(gamefile, infos, wrappers=[AlfredDemangler(shuffle=False), AlfredInfos])
+            else:
+                self.game.load(gamefile)
+            self.state = self.game.reset()
+        finally:
+            sys.argv = argv
         self.goal = task.prompt
         self.turns = 0
         self.walkthrough = list(self.state["extra.walkthrough"])
@@ -334,7 +353,7 @@ class ALFWorldEnv(Env):
             self.follow(command)
         # an inadmissible command goes to the engine too: it answers "Nothing happens." and
         # leaves the game as it was
-        self.state, _, done = self.game.step(command)
+        self.state, _, _ = self.game.step(command)
         if self.state["won"]:
             return Step("", done=True, reward=1.0, success=True, finish="answered", info=info)
         if self.turns >= self.max_turns:
@@ -355,16 +374,18 @@ class ALFWorldEnv(Env):
         playable), the planner's next command from the current state."""
         admissible = self.state["admissible_commands"]
         if self.on_walkthrough and self.walkthrough and self.walkthrough[0] in admissible:
-            command = self.walkthrough[0]
+            solution = self.walkthrough
         else:
             self.on_walkthrough = False
             if not self.plan or self.plan[0] not in admissible:
                 self.plan = self.replan()
             if not self.plan:
                 raise RuntimeError("the planner found no plan from this state")
-            command = self.plan[0]
-        first = self.turns == 0
-        return f"THOUGHT: {thought_for(to_agent_command(command), self.goal, first)}\nACTION: {to_agent_command(command)}"
+            solution = self.plan
+        command = to_agent_command(solution[0])
+        next_command = to_agent_command(solution[1]) if len(solution) > 1 else ""
+        thought = thought_for(command, next_command, self.goal, first=self.turns == 0)
+        return f"THOUGHT: {thought}\nACTION: {command}"
 
     def replan(self):
         """Fast Downward's plan from the current state (what EnvInfos(policy_commands=True)

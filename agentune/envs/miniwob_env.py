@@ -124,7 +124,8 @@ class Browser:
         return result
 
     def select(self, ref, option):
-        return self.js(f"var e = core.previousDOMInfo[{ref}]; if (!(e instanceof HTMLSelectElement)) return 'not a drop-down list';"
+        return self.js(f"var e = core.previousDOMInfo[{ref}];"
+                       " if (!(e instanceof HTMLSelectElement)) return 'not a drop-down list';"
                        " var i = Array.from(e.options).findIndex(x => x.text === arguments[0]);"
                        " if (i < 0) return 'no such option'; e.selectedIndex = i;"
                        " e.dispatchEvent(new Event('change', {bubbles: true})); return true;", option)
@@ -189,7 +190,7 @@ def act(name, *args):
     return f"{name}({', '.join(json.dumps(a, ensure_ascii=False) for a in args)})"
 
 
-def click(nodes):
+def click_first(nodes):
     return act("click", nodes[0]["ref"])
 
 
@@ -210,7 +211,7 @@ def find(root, tag=None, text=None, cls=None):
 
 def submit(root):
     buttons = [n for n in walk(root) if n["tag"] == "button" and n["text"].lower() in ("submit", "login")]
-    return click(buttons)
+    return click_first(buttons)
 
 
 def solve_checkboxes(utterance, root, done):
@@ -239,9 +240,9 @@ def solve_explore(headers):
         target = quoted(utterance)[0]
         links = [n for n in walk(root) if n["text"] == target and n["tag"] in ("span", "a")]
         if links:
-            return click(links)
+            return click_first(links)
         unopened = [h for h in headers(root) if act("click", h["ref"]) not in done]
-        return click(unopened or headers(root))
+        return click_first(unopened or headers(root))
     return solver
 
 
@@ -249,9 +250,9 @@ def solve_tree(utterance, root, done):
     target = quoted(utterance)[0]
     names = find(root, "span", target)
     if names:
-        return click(names)
+        return click_first(names)
     closed = [n for n in walk(root) if "expandable-hitarea" in n["classes"].split()]
-    return click(closed)
+    return click_first(closed)
 
 
 def solve_algebra(utterance, root, done):
@@ -281,7 +282,7 @@ def solve_widget(utterance, root, done):
     kind = quoted(utterance)[0]
     tag = {"button": "button", "checkbox": "input_checkbox", "radio": "input_radio",
            "text": "input_text", "textarea": "textarea"}[kind]
-    return click(find(root, tag))
+    return click_first(find(root, tag))
 
 
 def solve_list(utterance, root, done):
@@ -292,7 +293,7 @@ def solve_list(utterance, root, done):
 
 def click_text(tag, text_of):
     def solver(utterance, root, done):
-        return click(find(root, tag, text_of(utterance, done)))
+        return click_first(find(root, tag, text_of(utterance, done)))
     return solver
 
 
@@ -308,25 +309,25 @@ SOLVERS = {
     "click-checkboxes-large": solve_checkboxes,
     "click-checkboxes-transfer": solve_checkboxes,
     "click-collapsible": lambda u, root, done: (
-        click(find(root, "h3")) if "ui-accordion-header-collapsed" in find(root, "h3")[0]["classes"]
+        click_first(find(root, "h3")) if "ui-accordion-header-collapsed" in find(root, "h3")[0]["classes"]
         else submit(root)),
     "click-collapsible-2": solve_explore(lambda root: find(root, "h3")),
-    "click-dialog": lambda u, root, done: click(find(root, "button", cls="ui-dialog-titlebar-close")),
+    "click-dialog": lambda u, root, done: click_first(find(root, "button", cls="ui-dialog-titlebar-close")),
     "click-dialog-2": lambda u, root, done: (
-        click(find(root, "button", cls="ui-dialog-titlebar-close")) if quoted(u)[0].lower() == "x"
-        else click(find(root, "button", quoted(u)[0]))),
+        click_first(find(root, "button", cls="ui-dialog-titlebar-close")) if quoted(u)[0].lower() == "x"
+        else click_first(find(root, "button", quoted(u)[0]))),
     "click-link": click_text("span", lambda u, done: quoted(u)[0]),
     "click-option": solve_checkboxes,
     "click-tab": click_text("a", lambda u, done: re.search(r"(Tab #\d+)", u).group(1)),
     "click-tab-2": solve_explore(lambda root: find(root, "a", cls="ui-tabs-anchor")),
-    "click-test": lambda u, root, done: click(find(root, "button")),
+    "click-test": lambda u, root, done: click_first(find(root, "button")),
     "click-test-2": click_text("button", lambda u, done: re.search(r"button (\w+)", u).group(1)),
     "click-widget": solve_widget,
     "enter-password": solve_fields(lambda u: [quoted(u)[0]] * 2),
     "enter-text": solve_fields(lambda u: [quoted(u)[0]]),
     "enter-text-dynamic": solve_fields(lambda u: [quoted(u)[0]]),
-    "focus-text": lambda u, root, done: click(find(root, "input_text")),
-    "focus-text-2": lambda u, root, done: click(find(root, "input_text")[ordinal(u) - 1:]),
+    "focus-text": lambda u, root, done: click_first(find(root, "input_text")),
+    "focus-text-2": lambda u, root, done: click_first(find(root, "input_text")[ordinal(u) - 1:]),
     "login-user": solve_fields(lambda u: quoted(u)[:2]),
     "navigate-tree": solve_tree,
     "simple-algebra": solve_algebra,

@@ -5,8 +5,8 @@ the "easy" simplifications (doors and containers open, ...), per task type up to
 variations drawn with random.seed(1), replies "Think: ..." (answered "OK.") or "Action: ...",
 an action the simulator does not know is replaced by the closest valid action (token overlap),
 a negative score (e.g. focusing on the wrong object) ends the episode keeping the last score,
-and the episode also ends after 100 simulator moves or when the agent loops (repeated waiting
-does not count as a loop here: the gold paths of the growing tasks wait many times in a row).
+and the episode also ends after 100 simulator moves or when the agent loops (but not while it
+waits: the gold paths of the growing tasks wait many times in a row).
 The paper's ScienceWorld score is the mean over the 30 task types (task.data["task_name"]) of
 the mean score of their variations.
 
@@ -271,10 +271,10 @@ class SciWorldEnv(Env):
         if self.sim.server.getNumMoves() > self.step_limit:
             return Step("", done=True, reward=score / 100, finish="max_turns", info=info)
         # AgentTuning stops an agent that is looping: 5 recent (action, observation) pairs, 2
-        # distinct. Waiting is left out: the gold paths wait many times in a row for plants to grow
-        if not action.startswith("wait"):
-            self.recent.append((action, observation))
-        if len(self.recent) >= 5 and len(set(self.recent[-5:])) == 2:
+        # distinct. Not while it waits: the gold paths wait many times in a row for plants to grow
+        self.recent.append((action, observation))
+        last = self.recent[-5:]
+        if len(last) == 5 and len(set(last)) == 2 and not any(a.startswith("wait") for a, _ in last):
             return Step("", done=True, reward=score / 100, finish="max_turns", info={**info, "stop": "loop"})
         return Step(observation, reward=score / 100, info=info)
 
