@@ -34,6 +34,8 @@ out_dir = "out/eval"
 # --- generation
 temperature = 0.0     # greedy: pass@1 and exact match as the papers report them
 max_tokens = 512
+max_turns = 0         # agent replies per episode; 0 = each env's own limit (AgentBench's). Lower only
+                      # for quick smoke runs: scores are then not comparable to the paper's
 # --- data: evaluation splits only, never what 01_collect.py collects from
 # (os, db: AgentBench ships one public set; 01 collects on its "collect" half, 05 evaluates the other)
 task_splits = {"os": "eval", "db": "eval", "alfworld": "valid_seen", "sciworld": "test",
@@ -111,7 +113,7 @@ try:
         check_same_agent(episodes_path, agent_info)
         # Ctrl-C ends the run here (SystemExit) with the finished episodes kept: rerun to resume
         run_episodes(env_name, task_list, agent_obj, episodes_path, workers=workers,
-                     env_kwargs=options, desc=task)
+                     env_kwargs=options, desc=task, max_turns=max_turns or None)
         # score exactly this selection (a file may hold more from an earlier, larger --limit)
         wanted = {t.id for t in task_list}
         records = [r for _, r in read_jsonl(episodes_path) if r["task_id"] in wanted]

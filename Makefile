@@ -13,3 +13,5 @@ test: setup
 
 bench: setup
 	$(PY) bench/train_throughput.py
+	$(PY) bench/collect_concurrency.py
+	$(PY) bench/heldout_experts.py --limit=3

@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 RUN=${RUN:-runs/demo}
-SEQ=${SEQ:-1024}              # tokens per packed row (and the filter/mix length limit)
-STEPS=${STEPS:-30}            # optimizer steps of 04_train.py --preset=cpu
+SEQ=${SEQ:-2048}              # tokens per packed row (and the filter/mix length limit)
+STEPS=${STEPS:-20}            # optimizer steps of 04_train.py --preset=cpu (one row each)
+EVAL_TURNS=${EVAL_TURNS:-6}   # agent replies per eval episode (a smoke-run cap: 0 = the envs' own)
 ALFWORLD_GAMES=${ALFWORLD_GAMES:-24}   # ALFWorld train games to collect from
 EVAL_LIMIT=${EVAL_LIMIT:-2}   # episodes per evaluation task and model
 EVAL_TASKS=${EVAL_TASKS:-os,db,alfworld,sciworld,miniwob,gsm8k,humaneval}
@@ -34,14 +35,14 @@ $PY 03_mix.py --agent_data=$RUN/filtered/agent.jsonl --eta=0.2 --seq_len=$SEQ --
 
 stage "04 train SmolLM2-135M-Instruct (CPU, through DeepSpeed)"
 $PY 04_train.py --preset=cpu --data=$RUN/mix/train.jsonl --val_data=$RUN/mix/val.jsonl \
-  --out_dir=$RUN/train --seq_len=$SEQ --max_steps=$STEPS --eval_interval=$STEPS --resume=$([ -e $RUN/train/deepspeed/latest ] && echo True || echo False)
+  --out_dir=$RUN/train --seq_len=$SEQ --batch_size=1 --max_steps=$STEPS --eval_interval=$STEPS --resume=$([ -e $RUN/train/deepspeed/latest ] && echo True || echo False)
 
 stage "05 evaluate the base model"
 $PY 05_eval.py --label=base --tasks=$EVAL_TASKS --limit=$EVAL_LIMIT --max_tokens=256 --workers=4 \
-  --out_dir=$RUN/eval_base
+  --max_turns=$EVAL_TURNS --out_dir=$RUN/eval_base
 stage "05 evaluate the tuned model"
 $PY 05_eval.py --label=tuned --model=$RUN/train/final --tasks=$EVAL_TASKS --limit=$EVAL_LIMIT \
-  --max_tokens=256 --workers=4 --out_dir=$RUN/eval_tuned --baseline=$RUN/eval_base/results.json \
+  --max_tokens=256 --workers=4 --max_turns=$EVAL_TURNS --out_dir=$RUN/eval_tuned --baseline=$RUN/eval_base/results.json \
   --compare=$RUN/eval_base/results.json
 
 stage "done in $(( $(date +%s) - start ))s"

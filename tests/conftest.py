@@ -39,3 +39,13 @@ def tiny_model_dir(tmp_path_factory, base_tokenizer):
     LlamaForCausalLM(config).save_pretrained(out)
     base_tokenizer.save_pretrained(out)
     return str(out)
+
+
+def play_expert(env, task):
+    """Reset env on task and replay its expert to the end: (the prompt messages, the last step)."""
+    messages = env.reset(task)
+    for _ in range(env.max_turns):
+        step = env.step(env.expert_reply())
+        if step.done:
+            return messages, step
+    raise AssertionError(f"{task.id}: the expert did not finish in {env.max_turns} turns")

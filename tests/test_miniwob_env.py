@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from conftest import play_expert
 from agentune.envs.miniwob_env import TASKS, MiniWoBEnv, walk
 
 SEEDS = [0, 1]
@@ -20,12 +21,7 @@ def env():
 
 
 def run_expert(env, task_id):
-    messages = env.reset(MiniWoBEnv.make_task(task_id))
-    for turn in range(MiniWoBEnv.max_turns):
-        step = env.step(env.expert_reply())
-        if step.done:
-            return messages, step
-    raise AssertionError(f"{task_id}: the solver did not finish in {MiniWoBEnv.max_turns} turns")
+    return play_expert(env, MiniWoBEnv.make_task(task_id))
 
 
 @pytest.mark.parametrize("task_name", TASKS)

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from conftest import play_expert
 from agentune.envs import sciworld_env
 from agentune.envs.sciworld_env import SciWorldEnv, evaluation_variations
 
@@ -24,12 +25,7 @@ def env():
 
 
 def run_expert(env, task_id):
-    messages = env.reset(SciWorldEnv.make_task(task_id))
-    for _ in range(SciWorldEnv.max_turns):
-        step = env.step(env.expert_reply())
-        if step.done:
-            return messages, step
-    raise AssertionError(f"{task_id}: the gold path did not finish")
+    return play_expert(env, SciWorldEnv.make_task(task_id))
 
 
 @pytest.mark.parametrize("task_id", GOLD_TASKS)

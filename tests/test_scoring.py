@@ -112,3 +112,13 @@ def test_reports(tmp_path):
     assert "turn_limit" in (tmp_path / "results.md").read_text()
     scoring.write_chart(str(tmp_path / "results.png"), [run, other], baselines)
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sciworld_score_averages_per_task_type_first():
+    from agentune.scoring import task_score
+    records = [{"env": "sciworld", "task_id": "boil#1", "reward": 1.0},
+               {"env": "sciworld", "task_id": "boil#2", "reward": 1.0},
+               {"env": "sciworld", "task_id": "boil#3", "reward": 1.0},
+               {"env": "sciworld", "task_id": "melt#1", "reward": 0.0}]
+    assert task_score(records) == 50.0  # (100 + 0) / 2, not 75 over episodes
+    assert task_score([dict(r, env="miniwob") for r in records]) == 75.0
