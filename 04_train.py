@@ -5,8 +5,8 @@
     sbatch slurm/train_multinode.sbatch                  # many nodes
 
 Samples are packed best-fit-decreasing into rows of seq_len tokens; position ids restart per
-sample and attention never crosses a sample (flash-attn varlen on GPU, an exact block-diagonal
-causal mask otherwise). The loss is the mean over every trained token of the global batch
+sample and attention never crosses a sample (a varlen flash kernel on GPU: flash-attn, or PyTorch's
+own; an exact block-diagonal causal mask otherwise, see agentune/attention.py). The loss is the mean over every trained token of the global batch
 (all micro-batches, accumulation steps and ranks), not a mean of per-batch means.
 """
 import json
@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from agentune.chat import encode
 from agentune.config import configure, save_config
-from agentune.packing import block_causal_mask, collate, epoch_rows
+from agentune.attention import choose_implementation, packed_forward_kwargs
+from agentune.packing import collate, epoch_rows
 from agentune.records import DataError, JsonlWriter, read_jsonl, read_records, to_messages
 
 # ---------------------------------------------------------------------------------------------
@@ -143,18 +144,11 @@ class RowSchedule:
         return sum(1 for s in self.epoch_starts if s <= step * rows_per_step) - 1
 
 
-def token_losses(engine, batch, device, use_flash):
+def token_losses(engine, batch, device, attention):
     """Sum of the cross-entropy over the trained tokens of one flattened micro-batch, and their count."""
-    inputs = {k: v.to(device) for k, v in batch.items()}
-    kwargs = dict(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"], use_cache=False)
-    if use_flash:  # transformers passes these through to flash_attn_varlen_func
-        cu = inputs["cu_seqlens"]
-        max_len = int((cu[1:] - cu[:-1]).max())
-        kwargs.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max_len, max_length_k=max_len)
-    else:
-        kwargs["attention_mask"] = block_causal_mask(inputs["cu_seqlens"], device)
+    kwargs = packed_forward_kwargs(batch, attention, device)
     logits = engine(**kwargs).logits
-    labels = inputs["labels"][:, 1:]
+    labels = batch["labels"][:, 1:].to(device)
     loss_sum = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels.flatten(),
                                ignore_index=-100, reduction="sum")
     return loss_sum, int((labels != -100).sum())
@@ -175,11 +169,7 @@ def main():
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    try:
-        import flash_attn  # noqa: F401
-        use_flash = cuda
-    except ImportError:
-        use_flash = False
+    attention = choose_implementation()
     bf16 = cuda and torch.cuda.is_bf16_supported()
 
     # --- batch geometry
@@ -202,7 +192,7 @@ def main():
         with open(os.path.join(out_dir, "ds_config.resolved.json"), "w") as f:
             json.dump(ds, f, indent=2)
         print(f"ranks {world}, grad accumulation {grad_accum}, device {device}, "
-              f"attention {'flash-attn varlen' if use_flash else 'block-diagonal sdpa'}, "
+              f"attention {attention if attention != 'sdpa' else 'block-diagonal sdpa'}, "
               f"{'bf16' if bf16 else 'fp32'}, ZeRO stage {ds.get('zero_optimization', {}).get('stage', 0)}")
 
     # --- data
@@ -225,7 +215,7 @@ def main():
         _keep_alive = HfDeepSpeedConfig(ds)  # noqa: F841  makes from_pretrained partition (zero.Init)
     net = AutoModelForCausalLM.from_pretrained(
         model_dir, dtype=torch.bfloat16 if bf16 else torch.float32,
-        attn_implementation="flash_attention_2" if use_flash else "sdpa")
+        attn_implementation=attention)
     if gradient_checkpointing:
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     net.config.use_cache = False
@@ -281,7 +271,7 @@ def main():
         with torch.no_grad():
             for r in range(0, len(rows), micro_batch_size):
                 batch = collate([val[i] for row in rows[r:r + micro_batch_size] for i in row], pad_id)
-                s, n = token_losses(engine, batch, device, use_flash)
+                s, n = token_losses(engine, batch, device, attention)
                 loss_sum, count = loss_sum + float(s), count + n
         engine.train()
         loss_sum, count = all_sum(loss_sum, count)
@@ -324,7 +314,7 @@ def main():
         loss_sum = 0.0
         for m in range(grad_accum):
             samples = [train[i] for row in my_rows[m * micro_batch_size:(m + 1) * micro_batch_size] for i in row]
-            s, _ = token_losses(engine, collate(samples, pad_id), device, use_flash)
+            s, _ = token_losses(engine, collate(samples, pad_id), device, attention)
             loss_sum += float(s)
             # DeepSpeed averages gradients over ranks, hence * world: the sum over all ranks and
             # micro-batches is then the gradient of (total loss / trained tokens of the step)

@@ -23,7 +23,7 @@ from agentune.config import configure  # noqa: E402
 tokenizer_dir = ".gpu/tok"
 data = ".gpu/data/general/alpaca_en_demo.json,.gpu/data/general/glaive_toolcall_en_demo.json"
 out = "/tmp/gpu_check"
-train_steps = 12
+train_steps = 8
 configure(globals())
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,25 +48,29 @@ def exactness(model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from agentune.chat import encode
-    from agentune.packing import block_causal_mask, collate
+    from agentune.attention import choose_implementation, packed_forward_kwargs
+    from agentune.packing import collate
     from agentune.records import read_records, to_messages
     tok = AutoTokenizer.from_pretrained(model_dir)
     records = [r for _, r in read_records(data)][:6]
     samples = [encode(tok, to_messages(r, "x")) for r in records]
     result = {}
+    implementation = choose_implementation()
     for dtype in (torch.float32, torch.bfloat16):
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="sdpa").cuda().eval()
-        batch = {k: v.cuda() for k, v in collate(samples, 0).items()}
+        if implementation != "sdpa" and dtype == torch.float32:
+            continue  # flash kernels take 16-bit inputs only
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=implementation).cuda().eval()
+        batch = collate(samples, 0)
         with torch.no_grad():
-            packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                           attention_mask=block_causal_mask(batch["cu_seqlens"], "cuda"), use_cache=False).logits[0]
+            packed = model(**packed_forward_kwargs(batch, implementation, "cuda")).logits[0]
+            model.config._attn_implementation = "sdpa"  # each sample alone: plain causal attention
             cu = batch["cu_seqlens"].tolist()
             diffs, scale = [], []
             for k, (ids, _) in enumerate(samples):
                 alone = model(input_ids=torch.tensor([ids], device="cuda"), use_cache=False).logits[0]
                 diffs.append(float((packed[cu[k]:cu[k + 1]].float() - alone.float()).abs().max()))
                 scale.append(float(alone.float().abs().max()))
-        result[str(dtype).split(".")[-1]] = {"max_abs_diff": max(diffs), "max_abs_logit": max(scale)}
+        result[f"{implementation}_{str(dtype).split('.')[-1]}"] = {"max_abs_diff": max(diffs), "max_abs_logit": max(scale)}
     return result
 
 

@@ -22,7 +22,8 @@ import torch.nn.functional as F  # noqa: E402
 from agentune.chat import encode  # noqa: E402
 from agentune.config import configure  # noqa: E402
 from agentune.model import load_model, load_tokenizer  # noqa: E402
-from agentune.packing import block_causal_mask, collate, epoch_rows  # noqa: E402
+from agentune.attention import choose_implementation, packed_forward_kwargs  # noqa: E402
+from agentune.packing import collate, epoch_rows  # noqa: E402
 from agentune.paths import data_path  # noqa: E402
 from agentune.records import read_jsonl, read_records, to_messages  # noqa: E402
 
@@ -75,12 +76,11 @@ def step_packed(net, batch_rows, samples, device):
     tokens = 0
     for r in range(0, len(batch_rows), micro_rows):
         batch = collate([samples[i] for row in batch_rows[r:r + micro_rows] for i in row], 0)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        logits = net(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                     attention_mask=block_causal_mask(batch["cu_seqlens"], device), use_cache=False).logits
-        loss = F.cross_entropy(logits[0, :-1].float(), batch["labels"][0, 1:], ignore_index=-100, reduction="sum")
+        logits = net(**packed_forward_kwargs(batch, ATTENTION, device)).logits
+        labels = batch["labels"][0, 1:].to(device)
+        loss = F.cross_entropy(logits[0, :-1].float(), labels, ignore_index=-100, reduction="sum")
         loss.backward()
-        tokens += int((batch["labels"][0, 1:] != -100).sum())
+        tokens += int((labels != -100).sum())
     return tokens
 
 
@@ -111,6 +111,8 @@ def step_padded(net, batch_samples, n_micro, pad_id, device):
 def main():
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(model)
+    global ATTENTION
+    ATTENTION = choose_implementation()
     net = load_model(model, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32, device=device)
     net.train()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-5)
@@ -121,7 +123,7 @@ def main():
         sys.exit(f"only {len(plan)} packed rows; lower --steps or --rows")
     steps_rows = [plan[s * rows:(s + 1) * rows] for s in range(steps + 1)]
     print(f"{len(samples)} samples, {sum(len(i) for i, _ in samples):,} tokens; "
-          f"{steps} timed steps of {rows} rows x {seq_len} tokens on {device}")
+          f"{steps} timed steps of {rows} rows x {seq_len} tokens on {device}; packed attention: {ATTENTION}")
 
     def sync():
         if device.type == "cuda":
@@ -129,6 +131,8 @@ def main():
 
     results = {}
     for mode in ("packed", "padded"):
+        # the padded run uses sdpa with its padding mask, the HF default; only packing needs varlen
+        net.config._attn_implementation = ATTENTION if mode == "packed" else "sdpa"
         trained, real, slots, elapsed = 0, 0, 0, 0.0
         for s, batch_rows in enumerate(steps_rows):
             batch_samples = [samples[i] for row in batch_rows for i in row]

@@ -9,10 +9,11 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 RUN=${RUN:-runs/demo}
 SEQ=${SEQ:-2048}              # tokens per packed row (and the filter/mix length limit)
-STEPS=${STEPS:-20}            # optimizer steps of 04_train.py --preset=cpu (one row each)
-EVAL_TURNS=${EVAL_TURNS:-6}   # agent replies per eval episode (a smoke-run cap: 0 = the envs' own)
+STEPS=${STEPS:-16}            # optimizer steps of 04_train.py --preset=cpu (one row each)
+EVAL_TURNS=${EVAL_TURNS:-3}   # agent replies per eval episode (a smoke-run cap: 0 = the envs' own)
 ALFWORLD_GAMES=${ALFWORLD_GAMES:-24}   # ALFWorld train games to collect from
-EVAL_LIMIT=${EVAL_LIMIT:-2}   # episodes per evaluation task and model
+EVAL_LIMIT=${EVAL_LIMIT:-1}   # episodes per evaluation task and model
+EVAL_TOKENS=${EVAL_TOKENS:-128}  # tokens per reply (CPU generation runs at ~10 tokens/s)
 EVAL_TASKS=${EVAL_TASKS:-os,db,alfworld,sciworld,miniwob,gsm8k,humaneval}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false
 start=$(date +%s)
@@ -38,11 +39,11 @@ $PY 04_train.py --preset=cpu --data=$RUN/mix/train.jsonl --val_data=$RUN/mix/val
   --out_dir=$RUN/train --seq_len=$SEQ --batch_size=1 --max_steps=$STEPS --eval_interval=$STEPS --resume=$([ -e $RUN/train/deepspeed/latest ] && echo True || echo False)
 
 stage "05 evaluate the base model"
-$PY 05_eval.py --label=base --tasks=$EVAL_TASKS --limit=$EVAL_LIMIT --max_tokens=256 --workers=4 \
+$PY 05_eval.py --label=base --tasks=$EVAL_TASKS --limit=$EVAL_LIMIT --max_tokens=$EVAL_TOKENS --workers=4 \
   --max_turns=$EVAL_TURNS --out_dir=$RUN/eval_base
 stage "05 evaluate the tuned model"
 $PY 05_eval.py --label=tuned --model=$RUN/train/final --tasks=$EVAL_TASKS --limit=$EVAL_LIMIT \
-  --max_tokens=256 --workers=4 --max_turns=$EVAL_TURNS --out_dir=$RUN/eval_tuned --baseline=$RUN/eval_base/results.json \
+  --max_tokens=$EVAL_TOKENS --workers=4 --max_turns=$EVAL_TURNS --out_dir=$RUN/eval_tuned --baseline=$RUN/eval_base/results.json \
   --compare=$RUN/eval_base/results.json
 
 stage "done in $(( $(date +%s) - start ))s"

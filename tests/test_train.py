@@ -99,7 +99,7 @@ def test_packed_logits_and_loss_equal_one_by_one(base_tokenizer):
     class Engine:
         __call__ = staticmethod(lambda **kw: model(**kw))
     with torch.no_grad():
-        loss_sum, count = train.token_losses(Engine(), batch, torch.device("cpu"), use_flash=False)
+        loss_sum, count = train.token_losses(Engine(), batch, torch.device("cpu"), "sdpa")
     assert count == total_count
     assert abs(float(loss_sum) - total_loss) < 1e-3 * total_count
 
