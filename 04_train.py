@@ -315,7 +315,7 @@ def main():
         for m in range(grad_accum):
             samples = [train[i] for row in my_rows[m * micro_batch_size:(m + 1) * micro_batch_size] for i in row]
             s, _ = token_losses(engine, collate(samples, pad_id), device, attention)
-            loss_sum += float(s)
+            loss_sum += float(s.detach())
             # DeepSpeed averages gradients over ranks, hence * world: the sum over all ranks and
             # micro-batches is then the gradient of (total loss / trained tokens of the step)
             engine.backward(s * world / max(step_trained, 1), scale_wrt_gas=False)

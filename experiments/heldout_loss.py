@@ -1,0 +1,64 @@
+"""Teacher-forced loss of a model on held-out conversations, per file: the mean cross-entropy
+over the tokens 04_train.py would train on (assistant turns and their end-of-turn), in nats.
+At the study's scale (a 135M model, minutes of CPU training) success rates are near zero for every
+model, so this is the measure that can show the eta trade-off: lower loss on held-out agent
+trajectories vs lower loss on held-out general conversations.
+    python experiments/heldout_loss.py --model=runs/study/train/eta0.2/final \
+        --data=held_in=a.jsonl,held_out=b.jsonl,general=c.jsonl --out=loss.json
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# -----------------------------------------------------------------------------
+model = ""            # a model dir; '' = the base model
+data = ""             # name=file,name=file,...  (any record format 04_train.py reads)
+limit = 40            # conversations per file (the first ones)
+seq_len = 2048        # longer conversations are skipped and counted, as in training
+out = ""              # a JSON file for the figures ('' = print only)
+# -----------------------------------------------------------------------------
+from agentune.config import configure  # noqa: E402
+config = configure(globals())
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from agentune.chat import encode  # noqa: E402
+from agentune.model import load_model, load_tokenizer  # noqa: E402
+from agentune.records import read_records, to_messages  # noqa: E402
+
+if not data or any("=" not in part for part in data.split(",")):
+    raise SystemExit(f"--data={data!r}: give name=file pairs, e.g. --data=agent=a.jsonl,general=b.jsonl")
+tokenizer, net = load_tokenizer(model), load_model(model).eval()
+torch.set_grad_enabled(False)
+results = {}
+for name, path in (part.split("=", 1) for part in data.split(",")):
+    total_loss = total_tokens = too_long = 0
+    records = list(read_records(path))[:limit]
+    for where, record in tqdm(records, desc=f"loss {name}"):
+        ids, mask = encode(tokenizer, to_messages(record, where), where)
+        if len(ids) > seq_len:
+            too_long += 1
+            continue
+        ids_t = torch.tensor([ids])
+        logits = net(input_ids=ids_t, use_cache=False).logits[0, :-1]
+        targets = torch.tensor(ids[1:])
+        trained = torch.tensor(mask[1:])  # a token is trained when it is predicted from before
+        losses = F.cross_entropy(logits.float(), targets, reduction="none")
+        total_loss += losses[trained].sum().item()
+        total_tokens += int(trained.sum())
+    if not total_tokens:
+        raise SystemExit(f"{path}: no conversation fits seq_len={seq_len} ({too_long} too long)")
+    results[name] = {"loss": round(total_loss / total_tokens, 4), "tokens": total_tokens,
+                     "conversations": len(records) - too_long, "too_long_skipped": too_long}
+    print(f"{name}: loss {results[name]['loss']:.4f} over {total_tokens} tokens "
+          f"({len(records) - too_long} conversations, {too_long} too long skipped)")
+if out:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump({"model": model or "base", "files": dict(p.split("=", 1) for p in data.split(",")),
+                   "loss": results}, f, indent=1)
+    print(f"-> {out}")
