@@ -18,12 +18,11 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from agentune.chat import encode
 from agentune.config import configure, save_config
-from agentune.attention import choose_implementation, packed_forward_kwargs
+from agentune.attention import choose_implementation, token_losses
 from agentune.packing import collate, epoch_rows
 from agentune.records import DataError, JsonlWriter, read_jsonl, read_records, to_messages
 
@@ -142,16 +141,6 @@ class RowSchedule:
 
     def epoch_of(self, step, rows_per_step):
         return sum(1 for s in self.epoch_starts if s <= step * rows_per_step) - 1
-
-
-def token_losses(engine, batch, device, attention):
-    """Sum of the cross-entropy over the trained tokens of one flattened micro-batch, and their count."""
-    kwargs = packed_forward_kwargs(batch, attention, device)
-    logits = engine(**kwargs).logits
-    labels = batch["labels"][:, 1:].to(device)
-    loss_sum = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels.flatten(),
-                               ignore_index=-100, reduction="sum")
-    return loss_sum, int((labels != -100).sum())
 
 
 def main():

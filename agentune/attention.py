@@ -10,6 +10,7 @@ row and masks it, which costs as much as the padding that packing saved at long 
 import inspect
 
 import torch
+import torch.nn.functional as F
 
 from agentune.packing import block_causal_mask
 
@@ -66,3 +67,12 @@ def packed_forward_kwargs(batch, implementation, device):
         max_len = int((cu[1:] - cu[:-1]).max())
         kwargs.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=max_len, max_length_k=max_len)
     return kwargs
+
+
+def token_losses(model, batch, device, implementation):
+    """Sum of the cross-entropy over the trained tokens of one flattened micro-batch, and their count."""
+    logits = model(**packed_forward_kwargs(batch, implementation, device)).logits
+    labels = batch["labels"][:, 1:].to(device)
+    loss_sum = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels.flatten(),
+                               ignore_index=-100, reduction="sum")
+    return loss_sum, int((labels != -100).sum())

@@ -23,11 +23,12 @@ from agentune.config import configure  # noqa: E402
 config = configure(globals())
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from agentune.attention import token_losses  # noqa: E402
 from agentune.chat import encode  # noqa: E402
 from agentune.model import load_model, load_tokenizer  # noqa: E402
+from agentune.packing import collate  # noqa: E402
 from agentune.records import read_records, to_messages  # noqa: E402
 
 if not data or any("=" not in part for part in data.split(",")):
@@ -43,13 +44,11 @@ for name, path in (part.split("=", 1) for part in data.split(",")):
         if len(ids) > seq_len:
             too_long += 1
             continue
-        ids_t = torch.tensor([ids])
-        logits = net(input_ids=ids_t, use_cache=False).logits[0, :-1]
-        targets = torch.tensor(ids[1:])
-        trained = torch.tensor(mask[1:])  # a token is trained when it is predicted from before
-        losses = F.cross_entropy(logits.float(), targets, reduction="none")
-        total_loss += losses[trained].sum().item()
-        total_tokens += int(trained.sum())
+        # as in training: the first token has nothing before it to predict it; the mask path
+        # (sdpa) because the model is loaded with the default attention, on the CPU
+        batch = collate([(ids, [False] + mask[1:])], tokenizer.pad_token_id)
+        loss_sum, count = token_losses(net, batch, "cpu", "sdpa")
+        total_loss, total_tokens = total_loss + float(loss_sum), total_tokens + count
     if not total_tokens:
         raise SystemExit(f"{path}: no conversation fits seq_len={seq_len} ({too_long} too long)")
     results[name] = {"loss": round(total_loss / total_tokens, 4), "tokens": total_tokens,
