@@ -10,21 +10,24 @@ episodes that ended in llm_error are retried.
     python 01_collect.py --env=db --agent=openai --model=gpt-4 --workers=16
     python 01_collect.py --agent=openai --base_url=http://localhost:8000/v1 --model=Llama-2-70b-chat
     python 01_collect.py --shard=3/8                           # slurm array task 3 of 8
+    python 01_collect.py --env=alfworld --agent=explorer --seed=1 --out_dir=data/raw_seed1  # a searching teacher
 """
 import os
 
 # -----------------------------------------------------------------------------
 env = ["os", "db", "alfworld"]  # environments to collect in (--env=db, or --env=os,db)
-tasks = ""                   # a task file or dir (with one --env); "" = the env's public tasks
-splits = {"os": "collect", "db": "collect", "alfworld": "train"}  # per env: the split passed to load_tasks;
-# os and db: AgentBench ships one public set, split in fixed halves: collect here, eval in 05
+tasks = ""                   # a task file or dir (with one --env): every task in it; "" = the split below
+# per env: the split of the public tasks to collect from. Never a test set: AgentBench's std sets
+# (os data/1-7, db standard.jsonl, alfworld std) are what 05_eval.py evaluates on
+splits = {"os": "dev", "db": "dev", "alfworld": "train"}
 env_kwargs = {}              # per env: constructor settings, e.g. {"db": {"backend": "mysql", "port": 3306}}
-agent = "expert"             # expert (reference solutions) | openai (a teacher endpoint) | hf (local)
+agent = "expert"             # expert (reference solutions) | explorer (searches from what it sees) | openai (a teacher endpoint) | hf (local)
 model = ""                   # openai: the model name the endpoint serves; hf: a checkpoint dir ('' = base model)
 base_url = ""                # openai: the endpoint ('' = $OPENAI_BASE_URL, else api.openai.com with $OPENAI_API_KEY)
 temperature = 0.0
 top_p = 1.0
 max_tokens = 512             # per reply
+seed = 0                     # explorer: its search order (another seed, other trajectories: use another out_dir)
 workers = 8                  # concurrent episodes per environment
 max_turns = 0                # agent replies per episode; 0 = each env's own limit (AgentBench's)
 limit = 0                    # 0 = every task; N = the first N tasks of each env
@@ -38,6 +41,21 @@ from agentune.agents import make_agent  # noqa: E402
 from agentune.envs import env_class  # noqa: E402
 from agentune.rollout import run_episodes, shard_tasks  # noqa: E402
 
+
+
+def refuse_test_tasks(name, cls, task_list):
+    """Collection must never draw from an evaluation set: refuse any task of the env's std test
+    set (compared by what identifies a task: its text for os/db, its game for alfworld)."""
+    if not cls.test_split:
+        return
+    test = {cls.task_key(t) for t in cls.load_tasks(None, cls.test_split)}
+    clash = [t.id for t in task_list if cls.task_key(t) in test]
+    if clash:
+        raise SystemExit(f"{name}: {len(clash)} of the {len(task_list)} tasks to collect are in the "
+                         f"{cls.test_split!r} test set (first: {clash[0]})\n  fix: collect from a "
+                         f"training split (--splits) or a task file without evaluation tasks")
+
+
 if tasks and len(env) != 1:
     raise SystemExit(f"--tasks={tasks} needs exactly one --env (got {', '.join(env)})")
 env_classes = {name: env_class(name) for name in env}  # unknown names fail here, before any work
@@ -50,11 +68,13 @@ os.makedirs(out_dir, exist_ok=True)
 save_config(config, os.path.join(out_dir, f"collect{suffix}.config.json"))
 
 player = make_agent(agent, model=model, base_url=base_url,
-                    temperature=temperature, top_p=top_p, max_tokens=max_tokens)
+                    temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                    **({"seed": seed} if agent == "explorer" else {}))
 summaries = []
 try:
     for name, cls in env_classes.items():
-        task_list = cls.load_tasks(tasks or None, splits.get(name))
+        task_list = cls.load_tasks(tasks, None) if tasks else cls.load_tasks(None, splits.get(name))
+        refuse_test_tasks(name, cls, task_list)
         if limit:
             task_list = task_list[:limit]
         task_list = shard_tasks(task_list, shard)

@@ -39,7 +39,7 @@ per_task = 1
 # prompt/question/description/instruction field). Default: what 05_eval.py evaluates on. ALFWorld
 # is not in it: its goals are templates ("put a clean mug in coffeemachine") that repeat across
 # splits by design, while collection (train games) and evaluation (valid_* games) never share a game
-eval_tasks = ["os:eval", "db:eval", data_path("gsm8k", "test.jsonl")]
+eval_tasks = ["os:std", "db:std", data_path("gsm8k", "test.jsonl")]
 decontam_n = 13                     # word n-grams (13 as in GPT-3's decontamination)
 decontam_overlap = 0.5              # drop when this share of an eval task's n-grams is in the task text
 
@@ -49,7 +49,8 @@ config = configure(globals())
 from agentune.chat import encode  # noqa: E402
 from agentune.envs import ENVS, env_class  # noqa: E402
 from agentune.model import load_tokenizer  # noqa: E402
-from agentune.records import DataError, expand_paths, read_jsonl, to_messages, write_jsonl  # noqa: E402
+from agentune.records import (DataError, agent_message_indices, episode_messages, expand_paths,  # noqa: E402
+                              read_jsonl, to_messages, write_jsonl)
 
 RULES = ["finish", "reward", "format", "repetition", "contamination", "length", "duplicate", "per_task"]
 REQUIRED = {"id": str, "env": str, "messages": list, "reward": (int, float), "finish": (str, type(None))}
@@ -70,25 +71,22 @@ def check_episode(record, where):
         if not (isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
                 and isinstance(m.get("content"), str)):
             raise DataError(where, f"message {i} is not a {{role: system|user|assistant, content: str}} object")
-    n_assistant = sum(m["role"] == "assistant" for m in record["messages"])
-    if agent_turns(record) > n_assistant:
-        raise DataError(where, f"'turns' is {agent_turns(record)} but there are only {n_assistant} assistant "
-                        "messages", "the record is corrupt; collect the episode again")
+    agent_message_indices(record, where)   # validates agent_messages / turns
 
 
-def agent_turns(record):
-    """How many assistant messages the agent wrote: the last ones. Those before them belong to
-    the env's prompt (its one-shot example), not to the agent."""
-    return record.get("turns", len(record.get("steps", [])))
+def agent_replies(where, record):
+    return [record["messages"][i]["content"] for i in agent_message_indices(record, where)]
 
 
-def agent_reply_indices(record):
-    assistant = [i for i, m in enumerate(record["messages"]) if m["role"] == "assistant"]
-    return assistant[len(assistant) - agent_turns(record):]
-
-
-def agent_replies(record):
-    return [record["messages"][i]["content"] for i in agent_reply_indices(record)]
+def step_actions(where, record):
+    """The action of each agent reply (None: not a valid action of its env). 01_collect.py
+    recorded them as `steps` (valid_format, action), so no environment is needed; records
+    without a step per reply are parsed with the env's parser."""
+    steps, replies = record.get("steps") or [], agent_replies(where, record)
+    if len(steps) == len(replies):
+        return [step.get("action") if step.get("valid_format") else None for step in steps]
+    parse = load_env(record["env"]).parse_action
+    return [None if (parsed := parse(reply)) is None else json.dumps(parsed) for reply in replies]
 
 
 def task_text(record):
@@ -96,7 +94,7 @@ def task_text(record):
     before the agent's first reply (every env prompt ends with the task)."""
     if record.get("task"):
         return record["task"]
-    replies = agent_reply_indices(record)
+    replies = agent_message_indices(record, "")
     before = record["messages"][:replies[0]] if replies else record["messages"]
     users = [m["content"] for m in before if m["role"] == "user"]
     return users[-1] if users else ""
@@ -196,10 +194,10 @@ def reward_rule(record):
         return f"reward {record['reward']:g} < {threshold:g}"
 
 
-def format_rule(record, actions):
+def format_rule(where, record, actions):
     for turn, action in enumerate(actions):
         if action is None:
-            reply = agent_replies(record)[turn]
+            reply = agent_replies(where, record)[turn]
             return f"agent turn {turn + 1} is not a valid {record['env']} action: {reply[:120]!r}"
 
 
@@ -228,9 +226,9 @@ def length_rule(where, record):
 
 
 def training_messages(where, record):
-    """The conversation with loss on the assistant turns (system and user turns: no loss)."""
-    plain = [{"role": m["role"], "content": m["content"]} for m in record["messages"]]
-    return to_messages({"messages": plain}, where)
+    """The conversation with loss on the agent's own replies only: never on the env's prompt,
+    its one-shot example's assistant turns ("Ok.", the solved example) or the observations."""
+    return to_messages({"messages": episode_messages(record, where)}, where)
 
 
 def first_failure(where, record, index):
@@ -239,8 +237,8 @@ def first_failure(where, record, index):
         return "finish", detail
     if (detail := reward_rule(record)) is not None:
         return "reward", detail
-    actions = [load_env(record["env"]).parse_action(reply) for reply in agent_replies(record)]
-    if (detail := format_rule(record, actions)) is not None:
+    actions = step_actions(where, record)
+    if (detail := format_rule(where, record, actions)) is not None:
         return "format", detail
     if (detail := repetition_rule(actions)) is not None:
         return "repetition", detail
@@ -283,7 +281,8 @@ for where, record in tqdm(episodes, desc="filter"):
 # deduplication: identical conversations, then the best trajectories of each task (highest
 # reward, then fewest turns, then first read)
 kept, by_messages, by_task = [], {}, defaultdict(list)
-ranked = sorted(range(len(survivors)), key=lambda i: (-survivors[i][1]["reward"], agent_turns(survivors[i][1]), i))
+ranked = sorted(range(len(survivors)), key=lambda i: (-survivors[i][1]["reward"],
+                                                     len(agent_message_indices(survivors[i][1], survivors[i][0])), i))
 for i in ranked:
     where, record = survivors[i]
     key = json.dumps([(m["role"], m["content"]) for m in record["messages"]], ensure_ascii=False)

@@ -27,25 +27,32 @@ model = ""            # HF model dir ('' = the base SmolLM2-135M-Instruct); for 
 agent = "hf"          # hf (in-process, batched) | openai (OpenAI-compatible endpoint) | expert (gold)
 base_url = ""         # openai agent: e.g. http://localhost:8000/v1 (vLLM)
 label = ""            # this run's name in the tables ('' = the model's dir name, or 'expert')
-tasks = "os,db,alfworld,sciworld,miniwob,gsm8k,humaneval"  # plus any name given in mc_files
+tasks = "os,db,alfworld,sciworld,miniwob,hotpotqa,dcg,gsm8k,humaneval,mmlu,mtbench"  # + mc_files names
 limit = 0             # episodes per task, an evenly spread subset of its tasks (0 = all)
 workers = 8           # concurrent episodes per task
 out_dir = "out/eval"
 # --- generation
 temperature = 0.0     # greedy: pass@1 and exact match as the papers report them
-max_tokens = 512
+max_tokens = 512      # new tokens per reply, capped by each task's upstream limit (AgentBench 128,
+                      # ScienceWorld 256) unless upstream_reply_limits is False
+upstream_reply_limits = True
 max_turns = 0         # agent replies per episode; 0 = each env's own limit (AgentBench's). Lower only
                       # for quick smoke runs: scores are then not comparable to the paper's
-# --- data: evaluation splits only, never what 01_collect.py collects from
-# (os, db: AgentBench ships one public set; 01 collects on its "collect" half, 05 evaluates the other)
-task_splits = {"os": "eval", "db": "eval", "alfworld": "valid_seen", "sciworld": "test",
-               "miniwob": None, "gsm8k": "test", "humaneval": None}
+# --- data: evaluation splits only, never what 01_collect.py collects from. Held-in: AgentBench's
+# std test sets, as AgentTuning evaluated (os: data/1-7, 144 tasks; db: standard.jsonl, 300;
+# alfworld: std.json, 50 valid_unseen games)
+task_splits = {"os": "std", "db": "std", "alfworld": "std", "sciworld": "test",
+               "miniwob": None, "gsm8k": "test", "humaneval": None,
+               "hotpotqa": "all", "dcg": "std", "mmlu": "test", "mtbench": None}
 task_paths = {}       # task -> a task file or dir instead of the default public data
 env_options = {}      # task -> extra env constructor options, e.g. {"db": {"backend": "mysql"}}
 mc_files = {}         # multiple-choice sets: name -> HF-style JSONL, e.g. {"mmlu": "mmlu_test.jsonl"}
 mc_shots = 0          # the first k records of an mc file become few-shot examples (and are not scored)
 gsm8k_shots = 5       # few-shot worked examples from GSM8K train (short prompt for a 135M model)
 humaneval_timeout = 10.0  # seconds per program in the sandbox
+mmlu_shots = 5        # MMLU: the subject's first k dev questions as examples (the paper: 5)
+judge_model = ""      # MT-Bench: the judge model (the paper: gpt-4); '' = mtbench is skipped
+judge_base_url = ""   # its OpenAI-compatible endpoint ('' = api.openai.com with OPENAI_API_KEY)
 # --- scoring
 baseline_scores = scoring.paper_baselines()  # task -> Overall divisor: the paper's five-model average
 baseline = ""         # results.json of a base-model run: the divisor for tasks baseline_scores lacks
@@ -57,9 +64,19 @@ config = configure(globals())
 
 
 def spread(items, n):
-    """n items spread evenly over the list (so a small --limit still covers every task type)."""
+    """n items spread evenly over the list (so a small --limit still covers every task type);
+    tasks with a subject (MMLU) are spread evenly over the subjects first."""
     if not n or n >= len(items):
         return items
+    subjects = {}
+    for item in items:
+        subjects.setdefault(getattr(item, "data", {}).get("subject"), []).append(item)
+    if len(subjects) > 1 and None not in subjects:
+        names = list(subjects)
+        share = dict.fromkeys(names, n // len(names))
+        for s in spread(names, n % len(names)) if n % len(names) else []:
+            share[s] += 1
+        return [item for s in names if share[s] for item in spread(subjects[s], share[s])]
     return [items[i * len(items) // n] for i in range(n)]
 
 
@@ -74,8 +91,13 @@ def prepare(task):
                          f"{', ' + ', '.join(mc_files) if mc_files else ''} (multiple-choice sets go in --mc_files)")
     if task not in scoring.TASK_GROUPS:
         raise SystemExit(f"{task}: no group for the Overall score: add it to TASK_GROUPS in agentune/scoring.py")
-    options = {"gsm8k": {"shots": gsm8k_shots}, "humaneval": {"timeout": humaneval_timeout}}.get(task, {})
-    task_list = env_class(task).load_tasks(task_paths.get(task), task_splits.get(task))
+    options = {"gsm8k": {"shots": gsm8k_shots}, "humaneval": {"timeout": humaneval_timeout},
+               "mmlu": {"shots": mmlu_shots},
+               "mtbench": {"judge_model": judge_model, "judge_base_url": judge_base_url}}.get(task, {})
+    # a task file or dir given for a task means every task in it (no split)
+    path = task_paths.get(task)
+    task_list = env_class(task).load_tasks(path, None if path else task_splits.get(task))
+    task_sets[task] = {"set": path or f"{task}:{task_splits.get(task) or 'default'}", "set_size": len(task_list)}
     return task, scoring.TASK_GROUPS[task], spread(task_list, limit), {**options, **env_options.get(task, {})}
 
 
@@ -92,6 +114,7 @@ def check_same_agent(path, agent_info):
         return
 
 
+task_sets = {}         # task -> the set it was drawn from and that set's size
 task_names = [t.strip() for t in tasks.split(",") if t.strip()]
 if not task_names:
     raise SystemExit("--tasks is empty")
@@ -108,10 +131,16 @@ results = {"label": label, "model": agent_info["model"] or label, "agent": agent
            "limit": limit, "tasks": {}, "overall": {}}
 try:
     for task in task_names:
+        if task == "mtbench" and not judge_model:
+            print("mtbench: skipped: no judge (pass --judge_model and --judge_base_url of an "
+                  "OpenAI-compatible endpoint; the model never judges itself)")
+            continue
         env_name, group, task_list, options = prepare(task)
         episodes_path = os.path.join(out_dir, "episodes", f"{task}.jsonl")
         check_same_agent(episodes_path, agent_info)
         # Ctrl-C ends the run here (SystemExit) with the finished episodes kept: rerun to resume
+        reply_limit = env_class(env_name).max_reply_tokens if upstream_reply_limits else None
+        agent_obj.sampling["max_tokens"] = min(max_tokens, reply_limit or max_tokens)
         run_episodes(env_name, task_list, agent_obj, episodes_path, workers=workers,
                      env_kwargs=options, desc=task, max_turns=max_turns or None)
         # score exactly this selection (a file may hold more from an earlier, larger --limit)
@@ -123,11 +152,19 @@ try:
             divisor, source = base_run["tasks"][task]["score"], f"base run {baseline}"
         else:
             divisor, source = None, None
+        ci_low, ci_high = scoring.score_interval(records)
         results["tasks"][task] = {
-            "score": scoring.task_score(records), "n": len(records), "missing": len(wanted) - len(records),
+            "score": scoring.task_score(records), "n": len(records), "ci_low": ci_low, "ci_high": ci_high,
+            "missing": len(wanted) - len(records), **task_sets[task],
+            "max_reply_tokens": agent_obj.sampling["max_tokens"],
+            # broken tasks (e.g. a DBBench table that cannot load): scored 0 and listed
+            "task_errors": [{"task_id": r["task_id"], "error": r.get("error", "")}
+                            for r in records if r["finish"] == "task_error"],
             "group": group, "split": task_splits.get(task), "env": env_name,
             "errors": scoring.error_analysis(records, short_repeat, long_repeat),
             "baseline": divisor, "baseline_source": source}
+        if hasattr(env_class(env_name), "breakdown"):  # e.g. MMLU: accuracy per subject and category
+            results["tasks"][task]["breakdown"] = env_class(env_name).breakdown(records)
 finally:
     agent_obj.close()
 
@@ -156,7 +193,13 @@ for task, v in results["tasks"].items():
     score = "none" if v["score"] is None else f"{v['score']:.1f}"
     missing = f" ({v['missing']} missing)" if v["missing"] else ""
     errors = ", ".join(f"{k} {c}" for k, c in v["errors"].items() if c and k != "failed") or "none"
-    print(f"{task:>10}: score {score} over {v['n']} episodes{missing}; errors: {errors}")
+    interval = "" if v["ci_low"] is None else f" (95% CI {v['ci_low']:.1f}-{v['ci_high']:.1f})"
+    print(f"{task:>10}: score {score}{interval} over {v['n']} episodes of {v['set']} "
+          f"({v['set_size']} tasks){missing}; errors: {errors}")
+    for bad in v["task_errors"]:
+        print(" " * 12 + f"task_error {bad['task_id']}: {bad['error']}")
+    if v.get("breakdown", {}).get("categories"):
+        print(" " * 12 + "by category: " + ", ".join(f"{k} {x:.1f}" for k, x in v["breakdown"]["categories"].items()))
 if no_divisor:
     print(f"no Overall divisor for {', '.join(no_divisor)}: add it to --baseline_scores or pass "
           f"--baseline=<base model results.json>")

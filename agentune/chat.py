@@ -27,14 +27,18 @@ def trained_spans(tokenizer, messages, where="<conversation>"):
                             "turns, so its trained tokens cannot be located",
                             "use a template whose rendering of a prefix is a prefix of the whole")
         content = m["content"].strip()
-        at = upto.find(content, len(prefix)) if content else len(prefix)
+        # the turn's text is the last thing the rendering up to it holds (before the closing);
+        # searching from the end matters for a first turn, whose prefix is the template's header
+        # and default system prompt (not rendered separately: no turns before it)
+        at = upto.rfind(content, len(prefix)) if content else len(prefix)
         if at < 0:
             raise DataError(where, f"the chat template does not render the text of assistant turn {i} verbatim",
                             "use a chat template that keeps the assistant content as given")
         content_end = at + len(content)
         # the end-of-turn text the template closes the turn with, without trailing whitespace
         closing = upto[content_end:].rstrip()
-        spans.append((len(prefix), content_end + len(closing)))
+        # trained: the content and its closing, never the role header or a default system prompt
+        spans.append((at, content_end + len(closing)))
     return full, spans
 
 

@@ -183,11 +183,65 @@ def _tools_prompt(tools, where):
     return TOOLS_PROMPT + "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
 
 
+def is_episode(record):
+    """An episode record of 01_collect.py / 05_eval.py (not a training record)."""
+    return "messages" in record and "env" in record and ("agent_messages" in record or "turns" in record)
+
+
+def agent_message_indices(record, where):
+    """Indices into record["messages"] of the replies the agent itself wrote in an episode.
+
+    The rest of an episode's messages are the environment's: its prompt, observations, and the
+    assistant turns of its one-shot example ("Ok.", the example's replies), which are identical in
+    every episode and must never be trained or measured. 01_collect.py records the indices as
+    `agent_messages`; records of older versions have only `turns`: the last `turns` assistant
+    messages."""
+    messages = record["messages"]
+    if "agent_messages" in record:
+        indices = record["agent_messages"]
+        if not (isinstance(indices, list) and all(type(i) is int and 0 <= i < len(messages)
+                                                  and isinstance(messages[i], dict)
+                                                  and messages[i].get("role") == "assistant" for i in indices)):
+            raise DataError(where, "'agent_messages' must list indices of assistant messages",
+                            "the record is corrupt; collect the episode again")
+        return list(indices)
+    turns = record.get("turns", len(record.get("steps") or []))
+    assistant = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"]
+    if not isinstance(turns, int) or not 0 <= turns <= len(assistant):
+        raise DataError(where, f"'turns' is {turns!r} but there are {len(assistant)} assistant messages",
+                        "the record is corrupt; collect the episode again")
+    return assistant[len(assistant) - turns:]
+
+
+def episode_messages(record, where):
+    """An episode's messages with loss flags: true on the agent's own replies only."""
+    agent = set(agent_message_indices(record, where))
+    return [{"role": m.get("role"), "content": m.get("content"),
+             "loss": (i in agent) if m.get("role") == "assistant" else None}
+            for i, m in enumerate(record["messages"])]
+
+
+def _loss_flag(value, role, where, i):
+    """A per-turn loss flag: a JSON boolean or null, and true only on an assistant turn."""
+    if value is not None and not isinstance(value, bool):
+        raise DataError(where, f"turn {i}: 'loss' is {value!r}, not a JSON boolean",
+                        'write "loss": true, false or null (a string such as "false" is not a flag)')
+    if value is True and role != "assistant":
+        raise DataError(where, f"turn {i}: 'loss' is true on a {role} turn",
+                        "only assistant turns can be trained; set it to false or null")
+    return value
+
+
 def to_messages(record, where):
-    """Convert one record (OpenAI messages, ShareGPT/AgentInstruct conversations, or Alpaca)
-    to a list of {"role", "content", "loss"} dicts. Assistant turns have loss=True unless the
-    record says "loss": false; other turns always have loss=False. A record's 'tools' (function
-    specs, as glaive/LLaMA-Factory ShareGPT and OpenAI records carry them) go into the system turn."""
+    """Convert one record (OpenAI messages, ShareGPT/AgentInstruct conversations, Alpaca, or an
+    episode record of 01_collect.py) to a list of {"role", "content", "loss"} dicts. Assistant
+    turns have loss=True unless the record says "loss": false (an episode: only the agent's own
+    replies); other turns always have loss=False. A record's 'tools' (function specs, as
+    glaive/LLaMA-Factory ShareGPT and OpenAI records carry them) go into the system turn."""
+    if is_episode(record):
+        if not isinstance(record["messages"], list):
+            raise DataError(where, "'messages' must be a list of {role, content} objects")
+        record = {"messages": episode_messages(record, where)}
     if "messages" in record:
         raw = record["messages"]
         if not isinstance(raw, list):
@@ -202,7 +256,7 @@ def to_messages(record, where):
             content = m.get("content")
             if role == "assistant" and content is None and m.get("tool_calls"):
                 content = json.dumps(m["tool_calls"], ensure_ascii=False)
-            messages.append({"role": role, "content": content, "loss": m.get("loss")})
+            messages.append({"role": role, "content": content, "loss": _loss_flag(m.get("loss"), role, where, i)})
     elif "conversations" in record:
         raw = record["conversations"]
         if not isinstance(raw, list):
@@ -215,7 +269,8 @@ def to_messages(record, where):
             if role is None:
                 raise DataError(where, f"turn {i} has unknown speaker {turn['from']!r}",
                                 f"use one of {', '.join(SHAREGPT_ROLES)}")
-            messages.append({"role": role, "content": turn.get("value"), "loss": turn.get("loss")})
+            messages.append({"role": role, "content": turn.get("value"),
+                             "loss": _loss_flag(turn.get("loss"), role, where, i)})
         if record.get("system") and messages and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": record["system"], "loss": None})
     elif "instruction" in record and "output" in record:

@@ -17,9 +17,11 @@ from collections import Counter
 
 from agentune.agents import ContextLimit, LLMError
 from agentune.envs import env_class
+from agentune.envs.base import TaskError
 from agentune.records import DataError, JsonlWriter, read_jsonl, write_jsonl
 
-FINISHES = ("answered", "max_turns", "invalid_format", "context_limit", "env_error", "llm_error")
+FINISHES = ("answered", "max_turns", "invalid_format", "repetition", "context_limit", "task_error",
+            "env_error", "llm_error")
 # episodes that ended like this say something about the infrastructure (endpoint, environment),
 # nothing about the task or the agent: a restart runs them again
 RETRIED_FINISHES = ("env_error", "llm_error")
@@ -42,7 +44,7 @@ def run_episode(env, agent, task, max_turns):
     start = time.time()
     record = {"id": f"{env.name}/{task.id}", "env": env.name, "task_id": task.id,
               "agent": agent.describe(), "messages": [], "reward": 0.0, "success": False,
-              "finish": None, "turns": 0, "steps": [], "time_s": 0.0,
+              "finish": None, "turns": 0, "agent_messages": [], "steps": [], "time_s": 0.0,
               "usage": {"prompt_tokens": 0, "completion_tokens": 0}}
 
     def end(finish, error=None):
@@ -52,9 +54,21 @@ def run_episode(env, agent, task, max_turns):
         record["time_s"] = round(time.time() - start, 3)
         return record
 
+    def end_unfinished(finish, error=None):
+        """Cut short by the runner: some benchmarks still judge such an episode."""
+        try:
+            judged = env.score_unfinished()
+        except Exception as e:
+            return end("env_error", e)
+        if judged is not None:
+            record["reward"], record["success"] = float(judged[0]), bool(judged[1])
+        return end(finish, error)
+
     agent.start_episode()
     try:
         messages = [dict(m) for m in env.reset(task)]
+    except TaskError as e:
+        return end("task_error", e)
     except Exception as e:
         return end("env_error", e)
     record["messages"] = messages  # the same list grows below: the record is the conversation
@@ -62,12 +76,13 @@ def run_episode(env, agent, task, max_turns):
         try:
             reply = agent.reply(messages, env)
         except ContextLimit as e:
-            return end("context_limit", e)
+            return end_unfinished("context_limit", e)
         except Exception as e:  # LLMError, or a failing expert / agent bug: the agent side failed
             return end("llm_error", e)
         for key, value in (reply.usage or {}).items():
             record["usage"][key] = record["usage"].get(key, 0) + value
         messages.append({"role": "assistant", "content": reply.content})
+        record["agent_messages"].append(len(messages) - 1)  # what the agent wrote: trained by 02-04
         record["turns"] += 1
         try:
             step = env.step(reply.content)
@@ -78,7 +93,7 @@ def run_episode(env, agent, task, max_turns):
             record["reward"], record["success"] = float(step.reward), bool(step.success)
             return end(step.finish or "answered")
         messages.append({"role": "user", "content": step.observation})
-    return end("max_turns")
+    return end_unfinished("max_turns")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,6 +121,8 @@ class EnvProcess:
         except (EOFError, BrokenPipeError, pickle.UnpicklingError):
             raise RuntimeError(f"the {self.name} env process died (exit code {self.proc.poll()})") from None
         if not ok:
+            if isinstance(value, tuple) and value[0] == "TaskError":
+                raise TaskError(value[1])
             raise RuntimeError(f"in the {self.name} env process:\n{value}")
         return value
 
@@ -117,6 +134,9 @@ class EnvProcess:
 
     def expert_reply(self):
         return self._call("expert_reply")
+
+    def score_unfinished(self):
+        return self._call("score_unfinished")
 
     def close(self):
         try:
@@ -148,6 +168,8 @@ def serve_env(env_name):
                 result = (True, None)
             else:
                 result = (True, getattr(env, method)(*args))
+        except TaskError as e:
+            result = (False, ("TaskError", str(e)))
         except Exception:
             result = (False, traceback.format_exc())
         pickle.dump(result, replies)

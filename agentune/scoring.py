@@ -7,8 +7,11 @@ is the mean of these ratios over the group's tasks. PAPER_SCORES below reproduce
 figures (e.g. AgentLM-70B: held-in 2.55, held-out 1.40; tests/test_scoring.py checks it).
 """
 import json
+import math
 import os
 import re
+
+from agentune.records import agent_message_indices
 
 GROUPS = ("held_in", "held_out", "general")
 
@@ -39,8 +42,8 @@ PAPER_SCORES = {
 # The group of every environment 05_eval.py runs (a new env needs its line here); the
 # multiple-choice sets (MMLU-like) are general.
 TASK_GROUPS = {"os": "held_in", "db": "held_in", "alfworld": "held_in",
-               "sciworld": "held_out", "miniwob": "held_out",
-               "gsm8k": "general", "humaneval": "general"}
+               "sciworld": "held_out", "miniwob": "held_out", "hotpotqa": "held_out", "dcg": "held_out",
+               "gsm8k": "general", "humaneval": "general", "mmlu": "general", "mtbench": "general"}
 
 
 def paper_scores(model):
@@ -74,8 +77,9 @@ def overall(scores, baselines, groups):
 def task_score(records):
     """The primary metric on 0-100: the mean episode reward x 100. Every env defines its reward
     as the source benchmark's task score in [0, 1] (success for os/db/alfworld/miniwob, exact match
-    for gsm8k/mc, pass@1 for humaneval, the env's score / 100 for sciworld). Episodes that ended
-    in an error count as 0: they are counted in the error analysis, never dropped."""
+    for gsm8k/mc/mmlu, pass@1 for humaneval, the env's score / 100 for sciworld, answer F1 for
+    hotpotqa, a win for dcg). Episodes that ended in an error count as 0: they are counted in the error
+    analysis, never dropped. MT-Bench is the exception: see below."""
     if not records:
         return None
     if records[0].get("env") == "sciworld":
@@ -85,14 +89,47 @@ def task_score(records):
         for r in records:
             by_type.setdefault(r["task_id"].split("#")[0], []).append(float(r.get("reward") or 0.0))
         return 100.0 * sum(sum(v) / len(v) for v in by_type.values()) / len(by_type)
+    if records[0].get("env") == "mtbench":
+        # the paper's 1-10 scale: the mean judge rating (reward = rating / 10) over the judged
+        # questions; a question the judge could not rate (env_error) is left out, as FastChat does
+        judged = [float(r.get("reward") or 0.0) for r in records if r.get("finish") != "env_error"]
+        return 10.0 * sum(judged) / len(judged) if judged else None
     return 100.0 * sum(float(r.get("reward") or 0.0) for r in records) / len(records)
+
+
+def wilson(successes, n, z=1.96):
+    """The Wilson score interval of a rate, in [0, 1] ((None, None) when n is 0)."""
+    if not n:
+        return None, None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def score_interval(records, z=1.96):
+    """95% interval of task_score on its 0-100 scale: Wilson when every reward is 0 or 1 (a
+    success rate), else the normal interval of the mean reward (ScienceWorld's partial scores)."""
+    scale = 100
+    if records and records[0].get("env") == "mtbench":  # task_score's 1-10 scale, judged questions
+        scale, records = 10, [r for r in records if r.get("finish") != "env_error"]
+    rewards = [float(r.get("reward") or 0.0) for r in records]
+    if not rewards:
+        return None, None
+    if all(x in (0.0, 1.0) for x in rewards):
+        low, high = wilson(sum(rewards), len(rewards), z)
+    else:
+        mean = sum(rewards) / len(rewards)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in rewards) / max(1, len(rewards) - 1))
+        low, high = max(0.0, mean - z * sd / math.sqrt(len(rewards))), min(1.0, mean + z * sd / math.sqrt(len(rewards)))
+    return round(scale * low, 2), round(scale * high, 2)
 
 
 # ---------------------------------------------------------------------------------------------
 # Error analysis
 
 ERROR_KINDS = ("invalid_format", "invalid_action", "short_repetition", "long_repetition",
-               "refused_or_empty", "context_limit", "turn_limit", "env_error", "llm_error")
+               "refused_or_empty", "context_limit", "turn_limit", "task_error", "env_error", "llm_error")
 # a refusal opens the reply; "I cannot find the file" later in a thought is not one
 REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|sorry,|i cannot|i can'?t|i can not|i'm unable|"
                      r"i am unable|as an ai)", re.IGNORECASE)
@@ -100,12 +137,11 @@ REFUSAL = re.compile(r"^\s*(i'?m sorry|i am sorry|sorry,|i cannot|i can'?t|i can
 
 def agent_turns(record):
     """The agent's own replies and the step facts of each (in order; a reply whose step raised
-    has none). messages begin with the env's prompt, which may hold example assistant turns, so
-    the agent's replies are the last `turns` assistant messages."""
+    has none)."""
     steps = record.get("steps") or []
-    turns = record.get("turns", len(steps))
-    replies = [m.get("content") or "" for m in record.get("messages", []) if m.get("role") == "assistant"]
-    return (replies[len(replies) - turns:] if turns else []), steps
+    messages = record.get("messages", [])
+    indices = agent_message_indices(record, record.get("id", "<episode>")) if messages else []
+    return [messages[i].get("content") or "" for i in indices], steps
 
 
 def longest_run(keys):
@@ -145,7 +181,7 @@ def episode_errors(record, short_repeat=3, long_repeat=5):
     if any(not reply.strip() or REFUSAL.match(reply) for reply in replies):
         kinds.add("refused_or_empty")
     for kind, reason in (("context_limit", "context_limit"), ("turn_limit", "max_turns"),
-                         ("env_error", "env_error"), ("llm_error", "llm_error")):
+                         ("task_error", "task_error"), ("env_error", "env_error"), ("llm_error", "llm_error")):
         if finish == reason:
             kinds.add(kind)
     return kinds

@@ -39,7 +39,7 @@ loss() {  # name model_dir
     --limit=$LOSS_LIMIT --seq_len=$SEQ --out=$S/loss/$1.json
 }
 
-stage "expert training trajectories (os, db: collect halves; alfworld: train games) and filter"
+stage "expert training trajectories (os, db: dev sets; alfworld: train games) and filter"
 $PY 01_collect.py --env=os,db --out_dir=$S/raw_expert --workers=2
 $PY 01_collect.py --env=alfworld --limit=24 --out_dir=$S/raw_expert --workers=2
 $PY 02_filter.py --inputs="$S/raw_expert/*.jsonl" --out_dir=$S/filtered_expert --seq_len=$SEQ

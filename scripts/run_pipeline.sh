@@ -19,7 +19,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false
 start=$(date +%s)
 stage() { echo; echo "=== [$(( $(date +%s) - start ))s] $*"; }
 
-stage "01 collect: expert trajectories (os, db: their collect halves; alfworld: train games)"
+stage "01 collect: expert trajectories (os, db: dev sets; alfworld: train games; never the std test sets)"
 $PY 01_collect.py --env=os,db --out_dir=$RUN/raw --workers=2
 $PY 01_collect.py --env=alfworld --limit=$ALFWORLD_GAMES --out_dir=$RUN/raw --workers=2
 if [ -n "${OPENAI_API_KEY:-}${OPENAI_BASE_URL:-}" ]; then

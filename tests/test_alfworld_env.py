@@ -103,15 +103,21 @@ def test_put_wording_both_ways(env, tasks):
     assert play_expert(env)[-1].success
 
 
-def test_invalid_action_nothing_happens(env, tasks):
+def test_inadmissible_action_mapped_like_agentbench(env, tasks):
+    """AgentBench's process_action: an inadmissible action becomes the admissible command with the
+    highest BLEU against it; one that matches nothing (BLEU <= 0.01) reaches the engine as it is."""
     env.reset(smallest_game(tasks, "put"))
     before = env.admissible_commands()
-    step = env.step("THOUGHT: let me try.\nACTION: fly to the moon")
+    step = env.step("THOUGHT: let me try.\nACTION: qwxz")
     assert step.observation == "Nothing happens."
-    assert not step.done and step.info == {"valid_format": True, "valid_action": False, "action": "fly to the moon"}
+    assert not step.done and step.info == {"valid_format": True, "valid_action": False, "action": "qwxz"}
     assert env.admissible_commands() == before  # the game did not move
+    place = next(c for c in before if c.startswith("go to ")).removeprefix("go to ")
+    step = env.step(f"ACTION: walk over to the {place}")
+    assert step.info == {"valid_format": True, "valid_action": False, "action": f"go to {place}"}
+    assert step.observation != "Nothing happens."
     steps = play_expert(env)
-    assert steps[-1].success and env.on_walkthrough
+    assert steps[-1].success
 
 
 def test_planner_recovers_after_deviation(env, tasks):
@@ -125,11 +131,46 @@ def test_planner_recovers_after_deviation(env, tasks):
     assert not env.on_walkthrough and all(s.info["valid_action"] for s in steps)
 
 
-def test_format_error_ends_episode(env, tasks):
+def test_reply_without_action_plays_its_first_line(env, tasks):
+    """No "ACTION:": AgentBench plays the reply's first line (mapped like any action)."""
     env.reset(smallest_game(tasks, "examine"))
-    step = env.step("I think I should go to the desk.")
-    assert step.done and step.finish == "invalid_format" and not step.success and step.reward == 0
-    assert step.info["valid_format"] is False
+    place = next(c for c in env.admissible_commands() if c.startswith("go to ")).removeprefix("go to ")
+    step = env.step(f"go to {place}\nbecause it may hold the object")
+    assert not step.done and step.info == {"valid_format": False, "valid_action": True, "action": f"go to {place}"}
+
+
+def test_same_output_three_times_fails(env, tasks):
+    """AgentBench: from the 4th round on, the last 3 outputs being the same ends the episode as a
+    failure (checked before the game's end)."""
+    env.reset(smallest_game(tasks, "examine"))
+    steps = [env.step("THOUGHT: hm.\nACTION: look") for _ in range(4)]
+    assert [s.done for s in steps] == [False, False, False, True]
+    assert steps[-1].finish == "repetition" and not steps[-1].success and steps[-1].reward == 0
+    env.reset(smallest_game(tasks, "examine"))
+    steps = [env.step(f"THOUGHT: {i}\nACTION: look") for i in range(4)]   # different outputs
+    assert not any(s.done for s in steps)
+
+
+def test_solved_example_is_agentbench_text_unedited(env, tasks):
+    messages = env.reset(smallest_game(tasks, "examine"))
+    example = EXAMPLES["examine"]
+    assert messages[2]["content"] == "Here is one example.\n" + example[0]
+    assert [m["content"] for m in messages[3:2 + len(example)]] == example[1:]
+    assert messages[1 + len(example)]["content"] == "ACTION: Task succeeded.\n"
+    assert [m["role"] for m in messages[2:2 + len(example)]] == ["user", "assistant"] * (len(example) // 2)
+
+
+def test_std_and_dev_sets_and_disjoint_from_train():
+    """The test sets AgentTuning evaluated on (AgentBench std: 50 valid_unseen games; dev: 20)
+    share no game and no scene with train, where collection draws from."""
+    std, dev = ALFWorldEnv.load_tasks(split="std"), ALFWorldEnv.load_tasks(split="dev")
+    assert len(std) == 50 and len(dev) == 20 and not {t.id for t in std} & {t.id for t in dev}
+    assert all(t.id.startswith("valid_unseen/") for t in std + dev)
+    train = ALFWorldEnv.load_tasks(split="train")
+    assert len(train) == 3553
+    scene = lambda t: t.id.split("/")[1].rsplit("-", 1)[1]   # <type>-<object>-...-<scene>
+    assert not {ALFWorldEnv.task_key(t) for t in std + dev} & {ALFWorldEnv.task_key(t) for t in train}
+    assert not {scene(t) for t in std + dev} & {scene(t) for t in train}
 
 
 def test_step_limit(env, tasks):

@@ -152,7 +152,7 @@ def test_collect_shard_writes_its_share(tmp_path):
     output = done.communicate(timeout=120)[0]
     assert done.returncode == 0, output
     got = records(tmp_path / "db.shard1of3.jsonl")
-    expected = [t.id for t in DB.load_tasks(None, "collect")[:9][1::3]]  # 01 collects on the collect half
+    expected = [t.id for t in DB.load_tasks(None, "dev")[:9][1::3]]  # 01 collects on the collect half
     assert sorted(r["task_id"] for r in got) == sorted(expected)
     assert json.loads((tmp_path / "collect.shard1of3.config.json").read_text())["shard"] == "1/3"
     assert "db" in output and "episodes" in output
@@ -184,6 +184,6 @@ def test_collect_resumes_after_kill_9(tmp_path):
         assert proc.returncode == 0, output
     assert out.read_bytes().startswith(killed)  # the finished episodes are kept as they were
     got = records(out)
-    assert sorted(r["task_id"] for r in got) == sorted(t.id for t in DB.load_tasks(None, "collect")[:limit])
+    assert sorted(r["task_id"] for r in got) == sorted(t.id for t in DB.load_tasks(None, "dev")[:limit])
     assert all(r["finish"] == "answered" and r["turns"] == 2 for r in got)
     assert f"{limit - len(first)} to run" in output

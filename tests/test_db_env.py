@@ -114,6 +114,26 @@ def crafted_task(kind, label, sql=None):
 
 # --- tasks and prompt ----------------------------------------------------------------------------
 
+def test_std_set_runs_past_its_broken_tasks(tmp_path):
+    """AgentBench's std set (standard.jsonl, 300 tasks): 2 tables have a row with the wrong number
+    of values. They end as task_error with their file:line, are scored 0 and listed; the rest run."""
+    from agentune.agents import make_agent
+    from agentune.envs.base import TaskError
+    from agentune.rollout import run_episodes
+    std = DBEnv.load_tasks(split="std")
+    assert len(std) == 300 and not {t.prompt for t in std} & {t.prompt for t in TASKS}
+    broken = {t.id: t.data["task_error"] for t in std if t.data.get("task_error")}
+    assert sorted(broken) == ["standard-13", "standard-14", "standard-17", "standard-77"]
+    assert "standard.jsonl:18: table row" in broken["standard-17"]
+    assert "two columns named" in broken["standard-13"]       # MySQL rejects that table too
+    with pytest.raises(TaskError, match="standard.jsonl:18"):
+        DBEnv().reset(std[17])
+    picked = [std[16], std[17], std[18]]
+    summary = run_episodes("db", picked, make_agent("expert"), str(tmp_path / "db.jsonl"), workers=1)
+    assert summary["episodes"] == 3 and summary["finish"].get("task_error") == 1
+    assert summary["finish"].get("answered") == 2
+
+
 def test_load_tasks_and_prompt(tmp_path):
     assert len(TASKS) == 60 and len(MODIFICATIONS) == 40
     assert [t.id for t in TASKS[:2]] == ["dev-0", "dev-1"]
@@ -152,7 +172,11 @@ def test_score_answer_like_agentbench():
     assert score_answer('["2011"]', ["2011.0"])
     assert score_answer("26", ["26"])                    # a bare value
     assert score_answer('["b", "a"]', ["a", "b"])        # several: the sets
-    assert score_answer("[1, 2]", ["1", "2"])
+    assert not score_answer("[1, 2]", ["1", "2"])       # several: compared with their types, as upstream
+    assert not score_answer('"ab"', ["ab"])              # upstream's list() splits a lone string
+    assert not score_answer(" John", ["John"])           # not a literal: the raw text, unstripped
+    assert score_answer(' ["John"]', ["John"])
+    assert not score_answer("[[1], [2]]", ["1", "2"])    # unhashable values: wrong, not an error
     assert score_answer('["none"]', ["none"])
     assert not score_answer('["27"]', ["26"])
     assert not score_answer('["a"]', ["a", "b"])
@@ -219,14 +243,20 @@ def test_sql_error_is_an_observation(env):
 
 
 def test_round_limit(env):
-    """5 operations run; the 6th reply must answer (AgentBench max_round = 5)."""
+    """15 operations run; the 16th reply must answer (AgentBench std: max_round = 15)."""
+    assert DBEnv.max_round == 15 and DBEnv.max_turns == 16
     task = crafted_task("INSERT", ["INSERT INTO Towers VALUES ('A', '1', 'B')"])
-    steps = play(env, task, [operation("SELECT COUNT(*) FROM Towers")] * 5
+    steps = play(env, task, [operation("SELECT COUNT(*) FROM Towers")] * 15
                  + [operation("INSERT INTO Towers VALUES ('A', '1', 'B')")])
-    assert [s.done for s in steps] == [False] * 5 + [True]
-    assert steps[-1].finish == "max_turns" and not steps[-1].success  # the 6th was not executed
-    steps = play(env, task, [operation("SELECT COUNT(*) FROM Towers")] * 5 + [answer("[3]")])
+    assert [s.done for s in steps] == [False] * 15 + [True]
+    assert steps[-1].finish == "max_turns" and not steps[-1].success  # the 16th was not executed
+    steps = play(env, task, [operation("SELECT COUNT(*) FROM Towers")] * 15 + [answer("[3]")])
     assert steps[-1].finish == "answered"
+    # upstream reads a final answer from the 16th reply whatever its action line says
+    query = crafted_task("counting", ["3"])
+    steps = play(env, query, [operation("SELECT COUNT(*) FROM Towers")] * 15
+                 + [operation("SELECT 1") + "\nFinal Answer: [3]"])
+    assert steps[-1].finish == "max_turns" and steps[-1].success
 
 
 def test_runaway_statement_is_interrupted(env):

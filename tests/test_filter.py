@@ -98,10 +98,16 @@ def test_training_records(filtered):
         env = record["source"].split(":")[1]
         assert record["source"] == f"agent:{env}" and env in ENVS_HERE
         assert record["reward"] == 1.0 and record["task_id"]
-        assert [m["loss"] for m in record["messages"]] == [m["role"] == "assistant" for m in record["messages"]]
-    # the one-shot example is part of the conversation, ahead of the task
+        # trained: the agent's own replies (the last `turns` assistant messages), never the
+        # one-shot example's assistant turns before the task
+        assistant = [i for i, m in enumerate(record["messages"]) if m["role"] == "assistant"]
+        turns = {r["id"]: r["turns"] for env in ENVS_HERE for r in read_lines(os.path.join(FIXTURES, f"raw_{env}.jsonl"))}
+        agent = set(assistant[len(assistant) - turns[record["id"]]:])
+        assert [m["loss"] for m in record["messages"]] == [i in agent for i in range(len(record["messages"]))]
+    # the one-shot example is part of the conversation, ahead of the task, untrained
     first = next(r for r in kept if r["id"] in ("os-good", "db-good", "alfworld/good"))
     assert first["messages"][0]["role"] == "user" and first["messages"][1]["role"] == "assistant"
+    assert first["messages"][1]["loss"] is False
 
 
 def test_rules_are_settings(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 
 from agentune.agents import ExpertAgent
 from agentune.envs.os_env import INSTRUCTIONS, OSEnv
+from agentune.paths import data_path
 from agentune.rollout import run_episode
 from agentune.sandbox import Sandbox
 
@@ -20,24 +21,45 @@ EXPECTED_EXPERT_FAILURES = {
     "6/new.json#0", "6/new.json#1", "6-backup.json#0", "6-backup.json#1", "dev.json#24",
     # checker check/size-match.py does int() on the number, so du -sh's "4.0K" can never match
     "dev.json#8",
+    # data/7, expected value = the example's output in another process than the agent's shell, on
+    # a quantity that depends on which processes exist: process counts (`ps -A | wc -l`,
+    # `ps -e` + `who`) and recursive counts from / that walk /proc (`find . ...`, `find
+    # $TARGET_DIR ...` with the variable unset), so the replayed answer is off by a few
+    "7/2023-06-07-00-13-14.json#0", "7/2023-06-07-00-13-14.json#8", "7/2023-06-07-00-13-14.json#29",
+    "7/2023-06-07-00-13-14.json#75",
+    # data/7: the example's `find -type f -maxdepth 1` prints find's warning about option order,
+    # so its output (the answer) is not the integer the checker int()s
+    "7/2023-06-07-00-13-14.json#22",
 }
 
 
 @pytest.fixture(scope="module")
 def tasks():
-    return {t.id: t for t in OSEnv.load_tasks()}
+    """Every shared OS task: the std test set, dev and 6-backup."""
+    return {t.id: t for t in OSEnv.load_tasks(path=data_path("agentbench", "os_interaction"))}
 
 
 def test_load_tasks(tasks):
-    assert len(tasks) == 91
-    assert sum(t.data["example"] is not None for t in tasks.values()) == 83
+    assert len(tasks) == 179
+    std, dev = OSEnv.load_tasks(split="std"), OSEnv.load_tasks(split="dev")
+    # AgentBench's std test set: every file of data/1..7; collection's dev: dev.json less the one
+    # task whose description is also in std (6-backup.json repeats data/6: test data, never loaded)
+    assert len(std) == 144 and sum(t.data["example"] is not None for t in std) == 140
+    assert {t.id.split("/")[0] for t in std} == set("1234567")
+    assert len(dev) == 25 and "dev.json#10" not in {t.id for t in dev}
+    assert not {t.prompt for t in std} & {t.prompt for t in dev}
+    assert [t.id for t in OSEnv.load_tasks()] == [t.id for t in dev]   # the default: collection's
     task = tasks["4/Q30.json#2"]
     assert task.prompt == task.data["description"]
     assert tasks["dev.json#3"].data["check"][0][1].startswith("#!/bin/bash")   # check/0.sh loaded
     assert tasks["1/stock.json#0"].data["check"][0] is None
     assert tasks["5/new.json#7"].data["init"] == []      # its 'create' is a list upstream: no init
-    assert [t.id for t in OSEnv.load_tasks(split="dev")] == [f"dev.json#{i}" for i in range(26)]
+    assert [t.id for t in OSEnv.load_tasks(split="dev.json")] == [f"dev.json#{i}" for i in range(26)]
     assert len(OSEnv.load_tasks(split="4")) == 19
+
+
+def test_instructions_have_real_newlines_as_agentbench_old():
+    assert INSTRUCTIONS.endswith("in each turn.\n\n") and "\\n" not in INSTRUCTIONS
 
 
 def test_parse_action():
@@ -80,6 +102,18 @@ def test_episode_prompt_observations_and_scoring(tasks):
         step = env.step("I have no idea")
         assert step.done and step.finish == "invalid_format" and step.info["valid_format"] is False
 
+        # AgentBench judges an episode that ends without an answer with the answer "None": a
+        # check-by-script task done right passes even so, after a bad reply or out of rounds
+        env.reset(tasks["6/new.json#3"])                  # remove the SUID bit of find
+        env.step("Act: bash\n\n```bash\nchmod u-s /usr/bin/find\n```")
+        step = env.step("I am done")
+        assert step.finish == "invalid_format" and step.success and step.reward == 1.0
+        env.reset(tasks["6/new.json#3"])
+        env.step("Act: bash\n\n```bash\nchmod u-s /usr/bin/find\n```")
+        assert env.score_unfinished() == (1.0, True)
+        env.reset(tasks["6/new.json#3"])
+        assert env.score_unfinished() == (0.0, False)
+
         # a match task whose `start` leaves a variable in the agent's shell
         env.reset(tasks["4/Q49.json#1"])
         assert env.step("Act: bash\n\n```bash\necho $var\n```").observation == "The output of the OS:\n\n10\n"
@@ -109,7 +143,8 @@ def test_expected_value_comes_from_a_fresh_copy(tasks):
 
 @needs_sandbox
 def test_expert_solves_the_tasks_with_an_example(tasks):
-    todo = [t for t in tasks.values() if t.data["example"] is not None]
+    """Over the std test set and collection's dev set (6-backup repeats data/6)."""
+    todo = [t for t in tasks.values() if t.data["example"] is not None and not t.id.startswith("6-backup")]
 
     def play(task):
         env = OSEnv()

@@ -9,8 +9,12 @@ ENVS = {
     "alfworld": ("agentune.envs.alfworld_env", "ALFWorldEnv"),
     "sciworld": ("agentune.envs.sciworld_env", "SciWorldEnv"),
     "miniwob": ("agentune.envs.miniwob_env", "MiniWoBEnv"),
+    "hotpotqa": ("agentune.envs.hotpotqa_env", "HotpotQAEnv"),
+    "dcg": ("agentune.envs.dcg_env", "DCGEnv"),
     "gsm8k": ("agentune.envs.gsm8k_env", "GSM8KEnv"),
     "humaneval": ("agentune.envs.humaneval_env", "HumanEvalEnv"),
+    "mmlu": ("agentune.envs.mmlu_env", "MMLUEnv"),
+    "mtbench": ("agentune.envs.mtbench_env", "MTBenchEnv"),
     "mc": ("agentune.envs.mc_env", "MCEnv"),
 }
 

@@ -24,7 +24,12 @@ from agentune.envs.base import Env, Step, Task
 from agentune.paths import CACHE_DIR, data_path
 from agentune.records import DataError
 
-SPLITS = ("train", "valid_seen", "valid_train")
+SPLITS = ("train", "valid_seen", "valid_train", "valid_unseen")
+TARBALLS = {"valid_unseen": "json_2.1.1-valid_unseen-agentbench.tar.xz"}   # only AgentBench's 70 games
+# AgentBench's game lists (data/alfworld/{std,dev}.json: task type -> game paths): std is the test
+# set AgentTuning reports (50 valid_unseen games), dev 20 more; both are evaluation data
+AGENTBENCH_SPLITS = ("std", "dev")
+REPEAT_LIMIT = 3    # AgentBench: the same output 3 times in a row (from the 4th round on) fails
 
 # AgentBench.old's instruction, word for word (typos included: it is what the teacher saw)
 INSTRUCTION = (
@@ -45,101 +50,11 @@ INSTRUCTION = (
     "when necessary, try to act directly more in the process.\n\n")
 ACKNOWLEDGE = "OK. I'll follow your instructions and try my best to solve the task."
 
-# AgentBench's one solved example per task type (prompts/alfworld_multiturn_react.json), as
-# alternating user/assistant turns. AgentBench closes each example with a "Task succeeded."
-# action the engine does not know; we end it at the winning action instead.
-EXAMPLES = {
-    "put": [
-        "You are in the middle of a room. Looking quickly around you, you see a cabinet 4, a cabinet 3, a cabinet 2, a cabinet 1, a countertop 1, a garbagecan 1, a handtowelholder 2, a handtowelholder 1, a sinkbasin 2, a sinkbasin 1, a toilet 1, a toiletpaperhanger 1, and a towelholder 1.\nYour task is to: put some spraybottle on toilet.",
-        "THOUGHT: The task is to put some spraybottle on toilet, so first i need to search the room for some spraybottle. After finding the spraybottle, i need to take it to the toilet. I wil start my search on cabinets.\nACTION: go to cabinet 1",
-        "On the cabinet 1, you see a cloth 1, a soapbar 1, a soapbottle 1.",
-        "ACTION: go to cabinet 2",
-        "The cabinet 2 is closed.",
-        "ACTION: open cabinet 2",
-        "You open the cabinet 2. The cabinet 2 is open. In it, you see a candle 1, and a spraybottle 2.",
-        "THOUGHT: I have found a spraybottle 2. To put it on toilet, i need to take it with me and go to the toilet.\nACTION: take spraybottle 2 from cabinet 2",
-        "You pick up the spraybottle 2 from the cabinet 2.",
-        "ACTION: go to toilet 1",
-        "On the toilet 1, you see a soapbottle 2.",
-        "THOUGHT: Since the toilet can hold many things, just put the spraybottle on the toilet.\nACTION: put spraybottle 2 in/on toilet 1",
-    ],
-    "clean": [
-        "You are in the middle of a room. Looking quickly around you, you see a bathtubbasin 1, a garbagecan 1, a handtowelholder 1, a shelf 3, a shelf 2, a shelf 1, a sinkbasin 1, a toilet 1, a toiletpaperhanger 1, and a towelholder 1.\nYour task is to: clean some soapbar and put it in toilet.",
-        "THOUGHT: The task is to clean some soapbar and put it in toilet, so i need to first find some soapbar, and clean it in a sinkbasin. Soapbar is likely to be found in toilet, so i'll start to search there.\nACTION: go to toilet 1",
-        "On the toilet 1, you see a soapbar 4, and a soapbar 3.",
-        "ACTION: take soapbar 4 from toilet 1",
-        "You pick up the soapbar 4 from the toilet 1.",
-        "THOUGHT: I have taken soapbar 4 with me, the next step is to clean it, so i need to go to the sinkbasin.\nACTION: go to sinkbasin 1",
-        "On the sinkbasin 1, you see nothing.",
-        "ACTION: clean soapbar 4 with sinkbasin 1",
-        "You clean the soapbar 4 using the sinkbasin 1.",
-        "THOUGHT: The task is to clean some soapbar and put it in toilet. I have cleaned soapbar 4, then i need to put it in the toilet, so i need to go to the toilet now.\nACTION: go to toilet 1",
-        "On the toilet 1, you see a soapbar 3.",
-        "ACTION: put soapbar 4 in/on toilet 1",
-    ],
-    "examine": [
-        "You are in the middle of a room. Looking quickly around you, you see a coffeetable 1, a diningtable 1, a drawer 4, a drawer 3, a drawer 2, a drawer 1, a dresser 1, a garbagecan 1, a sidetable 2, a sidetable 1, and a sofa 1.\nYour task is to: look at statue under the desklamp.",
-        "THOUGHT: The task is to look at statue under the desklamp, so i need to find the statue first and then find the desklamp and look at the statue under the light. I'll start my search on dresser 1.\nACTION: go to dresser 1",
-        "On the dresser 1, you see a cellphone 3, a newspaper 2, a statue 1, and a television 1.",
-        "ACTION: take statue 1 from dresser 1",
-        "You pick up the statue 1 from the dresser 1.",
-        "THOUGHT: I have taken the statue with me and i need to find a desklamp now. I'll start my search on sidetable 1.\nACTION: go to sidetable 1",
-        "On the sidetable 1, you see nothing.",
-        "ACTION: go to sidetable 2",
-        "On the sidetable 2, you see a desklamp 3, a newspaper 1, and a statue 2.",
-        "ACTION: use desklamp 3",
-    ],
-    "heat": [
-        "You are in the middle of a room. Looking quickly around you, you see a cabinet 13, a cabinet 12, a cabinet 11, a cabinet 10, a cabinet 9, a cabinet 8, a cabinet 7, a cabinet 6, a cabinet 5, a cabinet 4, a cabinet 3, a cabinet 2, a cabinet 1, a coffeemachine 1, a countertop 1, a diningtable 1, a drawer 1, a fridge 1, a garbagecan 1, a microwave 1, a shelf 3, a shelf 2, a shelf 1, a sinkbasin 1, a stoveburner 4, a stoveburner 3, a stoveburner 2, a stoveburner 1, and a toaster 1.\nYour task is to: put a hot apple in fridge.",
-        "THOUGHT: The task is to put a hot apple in fridge. So i need to first find an apple and heat it, i'll start my search on diningtables.\nACTION: go to diningtable 1",
-        "On the diningtable 1, you see a apple 1, a bread 1, a fork 3, a fork 2, a fork 1, a mug 2, a peppershaker 3, a plate 2, a pot 1, a soapbottle 3, a spatula 1, a spoon 3, a spoon 2, a spoon 1, a winebottle 3, and a winebottle 2.",
-        "ACTION: take apple 1 from diningtable 1",
-        "You pick up the apple 1 from the diningtable 1.",
-        "THOUGHT: I noticed that there is a microwave 1 in the room, i will use it to heat the apple.\nACTION: go to microwave 1",
-        "The microwave 1 is closed.",
-        "ACTION: heat apple 1 with microwave 1",
-        "You heat the apple 1 using the microwave 1.",
-        "THOUGHT: The apple is heated and i will take it to the fridge and put it in the fridge.\nACTION: go to fridge 1",
-        "The fridge 1 is open. In it, you see a cup 1, and a egg 1.",
-        "ACTION: put apple 1 in/on fridge 1",
-    ],
-    "cool": [
-        "You are in the middle of a room. Looking quickly around you, you see a cabinet 16, a cabinet 15, a cabinet 14, a cabinet 13, a cabinet 12, a cabinet 11, a cabinet 10, a cabinet 9, a cabinet 8, a cabinet 7, a cabinet 6, a cabinet 5, a cabinet 4, a cabinet 3, a cabinet 2, a cabinet 1, a coffeemachine 1, a countertop 2, a countertop 1, a diningtable 1, a drawer 5, a drawer 4, a drawer 3, a drawer 2, a drawer 1, a fridge 1, a garbagecan 1, a microwave 1, a safe 1, a sinkbasin 1, a stoveburner 4, a stoveburner 3, a stoveburner 2, a stoveburner 1, and a toaster 1.\nYour task is to: cool some pan and put it in stoveburner.",
-        "THOUGHT: The task is to cool some pan and put it in stoveburner, so i need to first find a pan and cool it. A pan is likely to be found on a stoveburner, so i plan to search all the stoveburners.\nACTION: go to stoveburner 1",
-        "On the stoveburner 1, you see nothing.",
-        "ACTION: go to stoveburner 2",
-        "On the stoveburner 2, you see a pot 1.",
-        "ACTION: go to stoveburner 3",
-        "On the stoveburner 3, you see a pan 1.",
-        "ACTION: take pan 1 from stoveburner 3",
-        "You pick up the pan 1 from the stoveburner 3.",
-        "THOUGHT: Now i have taken the pan 1 with me and i want to cool it using a fridge.\nACTION: go to fridge 1",
-        "The fridge 1 is closed.",
-        "ACTION: cool pan 1 with fridge 1",
-        "You cool the pan 1 using the fridge 1.",
-        "THOUGHT: The pan 1 is cooled, then i need to return the cooled pan 1 to a stoveburner and put it on the stoveburner.\nACTION: go to stoveburner 1",
-        "On the stoveburner 1, you see nothing.",
-        "ACTION: put pan 1 in/on stoveburner 1",
-    ],
-    "puttwo": [
-        "You are in the middle of a room. Looking quickly around you, you see a coffeetable 1, a diningtable 1, a drawer 4, a drawer 3, a drawer 2, a drawer 1, a dresser 1, a garbagecan 1, a sidetable 2, a sidetable 1, and a sofa 1.\nYour task is to: put two cellphone in sofa.",
-        "THOUGHT: The task is to put two cellphone in sofa, so i need to first find a cellphone and put it on sofa. I'll start my search on coffeetables.\nACTION: go to coffeetable 1",
-        "On the coffeetable 1, you see a box 1, a cellphone 3, and a plate 1.",
-        "ACTION: take cellphone 3 from coffeetable 1",
-        "You pick up the cellphone 3 from the coffeetable 1.",
-        "ACTION: go to sofa 1",
-        "On the sofa 1, you see a newspaper 2, a pillow 1, a remotecontrol 2, and a remotecontrol 1.",
-        "ACTION: put cellphone 3 in/on sofa 1",
-        "You put the cellphone 3 in/on the sofa 1.",
-        "THOUGHT: In order to put two cellphones in sofa, i need to search for another phone, i'll start my search on diningtables.\nACTION: go to diningtable 1",
-        "On the diningtable 1, you see a cellphone 2, a keychain 2, a laptop 1, a statue 2, and a statue 1.",
-        "ACTION: take cellphone 2 from diningtable 1",
-        "You pick up the cellphone 2 from the diningtable 1.",
-        "ACTION: go to sofa 1",
-        "On the sofa 1, you see a cellphone 3, a newspaper 2, a pillow 1, a remotecontrol 2, and a remotecontrol 1.",
-        "ACTION: put cellphone 2 in/on sofa 1",
-    ],
-}
+# AgentBench.old's one solved example per task type (prompts/alfworld_multiturn_react.json),
+# unedited: alternating user/agent texts, each with its trailing newline, closed by the
+# "ACTION: Task succeeded." turn the engine does not know (the model sees exactly that)
+with open(os.path.join(os.path.dirname(__file__), "alfworld_examples.json"), encoding="utf-8") as _f:
+    EXAMPLES = {k: v for k, v in json.load(_f).items() if not k.startswith("_")}
 # task directory prefix -> example (AgentBench's table)
 EXAMPLE_FOR_TASK = {
     "pick_and_place": "put",
@@ -178,7 +93,7 @@ def extract_split(split):
     """The game files of one split, unpacked once into the cache; returns the directory."""
     if split not in SPLITS:
         raise SystemExit(f"alfworld: unknown split {split!r}; known: {', '.join(SPLITS)}")
-    tarball = data_path("alfworld", f"json_2.1.1-{split}.tar.xz")
+    tarball = data_path("alfworld", TARBALLS.get(split, f"json_2.1.1-{split}.tar.xz"))
     return extract_tarball(tarball, os.path.join(CACHE_DIR, "alfworld", split))
 
 
@@ -204,6 +119,26 @@ def extract_tarball(tarball, dest):
             raise
     shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def process_action(reply, choices):
+    """AgentBench's process_action: (what the agent asked for, the command played). The text after
+    "ACTION:" (else the whole reply), stripped, lower-cased, its first line; when it is not one of
+    the admissible commands, the admissible command with the highest sentence BLEU against it
+    (NLTK, smoothing method 4) if that is above 0.01."""
+    match = re.search("ACTION:(.*)\n", reply) or re.search("ACTION:(.*)", reply)
+    wanted = (match.group(1) if match else reply).strip().lower().split("\n")[0]
+    if not choices or wanted in choices:
+        return wanted, wanted
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+    smoothing = SmoothingFunction().method4
+    candidate = wanted.split()
+    try:
+        bleus = [sentence_bleu([choice.split()], candidate, smoothing_function=smoothing) for choice in choices]
+    except Exception:   # (an empty action) upstream catches it and plays the text as it is
+        return wanted, wanted
+    best = max(range(len(choices)), key=lambda i: (bleus[i], -i))   # the first of equals, as argmax
+    return wanted, (choices[best] if bleus[best] > 0.01 else wanted)
 
 
 def example_for(task_id):
@@ -253,6 +188,8 @@ def thought_for(command, next_command, goal, first):
 class ALFWorldEnv(Env):
     name = "alfworld"
     max_turns = 35          # AgentBench.old's max_step for ALFWorld (configs/tasks/alfworld/*.yaml)
+    max_reply_tokens = 128  # AgentBench's generation limit per reply
+    test_split = "std"
     # Each engine loads its own copy of Fast Downward's library, but the Python side (PDDL
     # translation, grammar derivation) holds the GIL, and the translator configures itself
     # through module globals and sys.argv, so two games loading at once in threads can mix
@@ -265,8 +202,25 @@ class ALFWorldEnv(Env):
 
     @classmethod
     def load_tasks(cls, path=None, split=None):
-        """Games of a split (default train: the collection split; valid_seen and valid_train are
-        for evaluation), or of `path`: a game.tw-pddl file, a directory of them, or a tarball."""
+        """Games of a split: "std" (AgentBench's test set, 50 valid_unseen games: what 05_eval.py
+        evaluates on), "dev" (AgentBench's 20 other valid_unseen games), "train" (3,553 games:
+        the default, what 01_collect.py collects from), "valid_seen" or "valid_train" (note:
+        their scenes are train's); or every game of `path`: a game.tw-pddl file, a directory of
+        them, or a tarball."""
+        if path is None and split in AGENTBENCH_SPLITS:
+            listing = data_path("agentbench", "alfworld", f"{split}.json")
+            if not os.path.isfile(listing):
+                raise DataError(listing, "AgentBench's ALFWorld game list not found",
+                                "run scripts/download_data.sh or set AGENTUNE_DATA to the data directory")
+            with open(listing, encoding="utf-8") as f:
+                games = [g for paths in json.load(f).values() for g in paths]
+            root = extract_split("valid_unseen")
+            files = [os.path.join(root, g.split("valid_unseen/", 1)[1]) for g in games]
+            missing = [f for f in files if not os.path.isfile(f)]
+            if missing:
+                raise DataError(listing, f"{len(missing)} listed games are not in the valid_unseen archive "
+                                f"(first: {missing[0]})", "check the archive json_2.1.1-valid_unseen-agentbench.tar.xz")
+            return [cls._task(f) for f in files]
         if path is None:
             root = extract_split(split or "train")
         elif path.endswith((".tar.xz", ".tar.gz", ".tar")):
@@ -282,18 +236,24 @@ class ALFWorldEnv(Env):
         if not gamefiles:
             raise DataError(path or root, "no ALFWorld game (game.tw-pddl) found",
                             "point --tasks at a game file, a directory of <task>/<trial>/game.tw-pddl or a tarball")
-        tasks = []
-        for gamefile in gamefiles:
-            # ids as AgentBench names games: split/task/trial
-            task_id = "/".join(os.path.abspath(gamefile).split(os.sep)[-4:-1])
-            with open(gamefile, encoding="utf-8") as f:
-                goal = GOAL_RE.search(json.load(f).get("grammar", ""))
-            if goal is None:
-                raise DataError(gamefile, "no 'Your task is to: ...' in the game's grammar",
-                                "is this an ALFWorld game.tw-pddl file?")
-            tasks.append(Task(id=task_id, prompt=goal.group(1),
-                              data={"gamefile": os.path.abspath(gamefile), "example": example_for(task_id)}))
-        return tasks
+        return [cls._task(gamefile) for gamefile in gamefiles]
+
+    @classmethod
+    def task_key(cls, task):
+        """A game is its task folder and trial, whatever split directory holds it."""
+        return "/".join(task.id.split("/")[-2:])
+
+    @staticmethod
+    def _task(gamefile):
+        # ids as AgentBench names games: split/task/trial
+        task_id = "/".join(os.path.abspath(gamefile).split(os.sep)[-4:-1])
+        with open(gamefile, encoding="utf-8") as f:
+            goal = GOAL_RE.search(json.load(f).get("grammar", ""))
+        if goal is None:
+            raise DataError(gamefile, "no 'Your task is to: ...' in the game's grammar",
+                            "is this an ALFWorld game.tw-pddl file?")
+        return Task(id=task_id, prompt=goal.group(1),
+                    data={"gamefile": os.path.abspath(gamefile), "example": example_for(task_id)})
 
     def reset(self, task):
         import textworld
@@ -312,6 +272,7 @@ class ALFWorldEnv(Env):
             sys.argv = argv
         self.goal = task.prompt
         self.turns = 0
+        self.outputs = []            # the agent's raw replies (AgentBench's repetition test)
         self.walkthrough = list(self.state["extra.walkthrough"])
         self.on_walkthrough = True   # every admissible action so far followed the walkthrough
         self.plan = []               # the planner's remaining commands, once off the walkthrough
@@ -329,7 +290,8 @@ class ALFWorldEnv(Env):
 
     @classmethod
     def parse_action(cls, reply):
-        """("act", command) for a reply with "ACTION: <command>", else None (invalid format)."""
+        """("act", command) for a reply with "ACTION: <command>", else None (a bad format: the
+        env still plays the reply's first line, as AgentBench)."""
         match = ACTION_RE.search(reply)
         if match is None:
             return None
@@ -342,18 +304,22 @@ class ALFWorldEnv(Env):
 
     def step(self, reply):
         self.turns += 1
-        parsed = self.parse_action(reply)
-        if parsed is None:
-            return Step("", done=True, finish="invalid_format",
-                        info={"valid_format": False, "valid_action": False, "action": ""})
-        command = to_engine_command(parsed[1])
-        valid = command in self.state["admissible_commands"]
-        info = {"valid_format": True, "valid_action": valid, "action": to_agent_command(command)}
-        if valid:
-            self.follow(command)
-        # an inadmissible command goes to the engine too: it answers "Nothing happens." and
-        # leaves the game as it was
-        self.state, _, _ = self.game.step(command)
+        self.outputs.append(reply)
+        valid_format = self.parse_action(reply) is not None
+        choices = self.admissible_commands()
+        wanted, command = process_action(reply, choices)
+        if to_agent_command(wanted) in choices:   # the engine's own "move X to Y" wording is accepted too
+            wanted = command = to_agent_command(wanted)
+        info = {"valid_format": valid_format, "valid_action": wanted in choices, "action": command}
+        engine_command = to_engine_command(command)
+        if engine_command in self.state["admissible_commands"]:
+            self.follow(engine_command)
+        # a command that is still not admissible goes to the engine too: it answers "Nothing
+        # happens." and leaves the game as it was
+        self.state, _, _ = self.game.step(engine_command)
+        # AgentBench tests repetition before it looks at the game's end
+        if len(self.outputs) > REPEAT_LIMIT and len(set(self.outputs[-REPEAT_LIMIT:])) == 1:
+            return Step("", done=True, finish="repetition", info=info)
         if self.state["won"]:
             return Step("", done=True, reward=1.0, success=True, finish="answered", info=info)
         if self.turns >= self.max_turns:

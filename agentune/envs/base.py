@@ -21,6 +21,12 @@ thought/action format), which the expert agent replays through the real environm
 from dataclasses import dataclass, field
 
 
+class TaskError(Exception):
+    """The task itself is broken (e.g. a DBBench table row with the wrong number of values): the
+    episode ends as `task_error`, is scored 0 and listed with the task's file:line, and the rest
+    of the set runs. Raised by reset()."""
+
+
 @dataclass
 class Task:
     id: str                       # unique within the env, stable across runs (used for resume)
@@ -46,6 +52,16 @@ class Env:
     # threads: fine for in-process or subprocess-backed envs; processes: for envs that hold the
     # GIL or are not thread safe (the runner starts one process per worker)
     concurrency = "threads"
+    # the source benchmark's limit on new tokens per agent reply (AgentBench: 128), None: the
+    # agent's own max_tokens
+    max_reply_tokens = None
+    # the split 05_eval.py evaluates on by default; 01_collect.py refuses its tasks (None: none)
+    test_split = None
+
+    @classmethod
+    def task_key(cls, task):
+        """What makes two tasks the same task (for keeping collection and evaluation disjoint)."""
+        return task.prompt
 
     @classmethod
     def load_tasks(cls, path=None, split=None):
@@ -58,6 +74,12 @@ class Env:
     def step(self, reply: str) -> Step:
         raise NotImplementedError
 
+    def score_unfinished(self):
+        """(reward, success) of an episode the runner cut short (turn limit or context limit),
+        judged as the source benchmark judges such an episode (OS: the checks run with the answer
+        "None"; ScienceWorld: the score reached so far); None: it scores 0."""
+        return None
+
     def expert_reply(self) -> str:
         raise NotImplementedError(f"{self.name} has no expert")
 
@@ -68,16 +90,3 @@ class Env:
 
     def close(self):
         pass
-
-
-HALVES = ("collect", "eval")
-
-
-def half_of(tasks, split):
-    """AgentBench ships one public task set for OS and DB. Collection (01) and evaluation (05)
-    each take a fixed half of it, chosen by a stable hash of the task id, so that no evaluated
-    task is ever trained on (the paper collected on other task sources than it evaluated on)."""
-    if split not in HALVES:
-        raise SystemExit(f"unknown split {split!r}: use one of {', '.join(HALVES)} (or a task file)")
-    import zlib
-    return [t for t in tasks if (zlib.crc32(t.id.encode()) % 2 == 1) == (split == "eval")]

@@ -16,11 +16,11 @@ last reply that must answer (AgentBench's max_round = 5, so 6 replies in all). A
 neither ends the episode (invalid_format), as in AgentBench.
 
 Scoring (AgentBench):
-- query types (other, counting, comparison, ranking, aggregation-*): the answer list is parsed;
-  one value against one label value is correct when float-equal, else when string-equal;
-  otherwise the answer set must equal the label set. Answer strings are compared exactly (as
-  AgentBench): the values come out of the same table data the labels were made from, so case
-  matters only inside the database, where it is handled like MySQL (below).
+- query types (other, counting, comparison, ranking, aggregation-*): exactly AgentBench's
+  comparison (score_answer): one value float-equal or equal to one label value, else equal sets;
+  no stripping or casting beyond upstream's. The values come out of the same table data the
+  labels were made from, so case matters only inside the database, where it is handled like
+  MySQL (below).
 - INSERT/UPDATE/DELETE: the final table must equal, as a multiset of rows, the table made by
   running the gold statement(s) on a fresh copy in the same backend (AgentBench compares an MD5
   of the rows computed with MySQL functions, `answer_md5`, which only a MySQL server can make).
@@ -58,7 +58,7 @@ import time
 import unicodedata
 import uuid
 
-from agentune.envs.base import HALVES, Env, Step, Task, half_of
+from agentune.envs.base import Env, Step, Task, TaskError
 from agentune.paths import data_path
 from agentune.records import DataError, expand_paths, read_jsonl
 
@@ -252,29 +252,27 @@ class MySQLDatabase(Database):
 # ----------------------------------------------------------------------------------------------
 # scoring
 
-def parse_answer(text):
-    """The values of a "Final Answer:" line (a Python/JSON list literal, else one raw value).
-
-    AgentBench eval()s it; a literal parser keeps agent output from running as code, and a lone
-    scalar is one value (eval would split a string into characters)."""
-    text = text.strip()
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return [text]
-    return list(value) if isinstance(value, (list, tuple, set)) else [value]
-
-
 def score_answer(answer, label):
-    """AgentBench's query scoring: one value float-equal or string-equal, else equal sets."""
-    values = [str(v).strip() for v in parse_answer(answer)]
-    label = [str(v).strip() for v in label]
+    """AgentBench's query scoring, exactly (src/tasks/dbbench metrics): the text after "Final
+    Answer:" is evaluated as a Python literal and made a list (a literal that is not a sequence,
+    or text that is not a literal, is one raw value, unstripped); one value against one label
+    value is correct when float-equal, else when equal; otherwise the answer set must equal the
+    label set, values compared with their types (the labels are strings, so [1, 2] is not
+    ["1", "2"]), as upstream. A literal parser instead of eval() keeps agent output from running
+    as code; it accepts what eval() accepts for literals."""
+    try:
+        values = list(ast.literal_eval(answer))
+    except Exception:
+        values = [answer]
     if len(values) == 1 and len(label) == 1:
         try:
             return float(values[0]) == float(label[0])
-        except ValueError:
+        except (ValueError, TypeError):
             return values[0] == label[0]
-    return set(values) == set(label)
+    try:
+        return set(values) == set(label)
+    except TypeError:   # an unhashable value (a nested list): wrong, as upstream
+        return False
 
 
 def same_table(rows, gold_rows):
@@ -303,7 +301,10 @@ def render_rows(rows):
 
 class DBEnv(Env):
     name = "db"
-    max_turns = 6          # AgentBench: 5 operations (max_round), then a reply that must answer
+    max_round = 15         # AgentBench std.yaml: max_round 15 operations ...
+    max_turns = max_round + 1   # ... then a reply that must answer
+    max_reply_tokens = 128      # AgentBench's generation limit per reply
+    test_split = "std"
     concurrency = "threads"
 
     def __init__(self, backend="sqlite", host="127.0.0.1", port=3306, user="root", password="",
@@ -321,16 +322,21 @@ class DBEnv(Env):
 
     @classmethod
     def load_tasks(cls, path=None, split=None):
-        """DBBench JSONL records; the default is the public dev set. split: 'collect' or 'eval'
-        (a fixed half of the tasks each, see half_of), or the name of another file there."""
-        halves = split in HALVES
-        path = path or data_path("agentbench", "dbbench", f"{'dev' if halves or not split else split}.jsonl")
+        """DBBench JSONL records. split: "std" (AgentBench's std test set, standard.jsonl: what
+        05_eval.py evaluates on), "dev" (dev.jsonl: what 01_collect.py collects from, the default)
+        or the stem of another file there; `path` (a file, glob or dir) instead means every task
+        in it."""
+        if split in ("collect", "eval"):
+            raise SystemExit(f"db: split {split!r} is gone: collect from 'dev', evaluate on 'std'")
+        if not path:
+            stem = {"std": "standard", None: "dev", "": "dev"}.get(split, split)
+            path = data_path("agentbench", "dbbench", f"{stem}.jsonl")
         tasks = []
         for file in expand_paths(path):
             file_stem = os.path.splitext(os.path.basename(file))[0]
             for index, (where, record) in enumerate(read_jsonl(file)):
                 tasks.append(cls._task(f"{file_stem}-{index}", where, record))
-        return half_of(tasks, split) if halves else tasks
+        return tasks
 
     @staticmethod
     def _task(task_id, where, record):
@@ -345,8 +351,20 @@ class DBEnv(Env):
             raise DataError(where, "not a DBBench task", fix) from None
         if not (table["table_name"] and columns and isinstance(rows, list) and isinstance(label, list)):
             raise DataError(where, "not a DBBench task", fix)
-        if any(len(row) != len(columns) for row in rows):
-            raise DataError(where, "a table row does not have one value per column", "fix the row")
+        names = [str(c).casefold() for c in columns]
+        duplicate = next((c for c in columns if names.count(str(c).casefold()) > 1), None)
+        if duplicate is not None:   # MySQL rejects such a CREATE TABLE too
+            reason = f"{where}: the table has two columns named {duplicate!r}: the table cannot be created"
+            print(f"note: {reason}; the task is scored as failed (task_error)")
+            return Task(id=task_id, prompt=prompt, data={**record, "task_error": reason})
+        bad = [i for i, row in enumerate(rows) if not isinstance(row, list) or len(row) != len(columns)]
+        if bad:
+            # the set runs on; this task is scored as a failure (upstream's INSERT of the table
+            # fails the same way, leaving the agent no data) and listed with its reason
+            reason = (f"{where}: table row {bad[0]} has {len(rows[bad[0]]) if isinstance(rows[bad[0]], list) else 'no list of'} "
+                      f"values for {len(columns)} columns ({len(bad)} such row(s)): the table cannot be loaded")
+            print(f"note: {reason}; the task is scored as failed (task_error)")
+            return Task(id=task_id, prompt=prompt, data={**record, "task_error": reason})
         if kind not in MODIFICATION_TYPES and not (record.get("sql") or {}).get("query"):
             print(f"note: {where}: query task without sql.query (the expert cannot solve it)")
         return Task(id=task_id, prompt=prompt, data=record)
@@ -366,6 +384,8 @@ class DBEnv(Env):
     def reset(self, task):
         """Raises DatabaseFailure when the database cannot be set up (an env_error)."""
         self._close_database()
+        if task.data.get("task_error"):
+            raise TaskError(task.data["task_error"])
         self.task = task
         self.turns = 0
         self.executed = []      # SQL statements run this episode (the expert replays the gold ones)
@@ -379,7 +399,7 @@ class DBEnv(Env):
     def parse_action(cls, reply):
         """("operation", sql) or ("answer", text after "Final Answer:"), or None (invalid)."""
         action = ACTION_RE.search(reply)
-        if action and action.group(1).strip() == "Operation":
+        if action and action.group(1) == "Operation":   # exactly, as upstream
             sql = SQL_RE.search(reply)
             if not sql:
                 return None
@@ -392,16 +412,20 @@ class DBEnv(Env):
     def step(self, reply):
         self.turns += 1
         parsed = self.parse_action(reply)
+        # an operation is recorded with its SQL: 02's repetition rule and the error analysis compare them
         info = {"valid_format": parsed is not None, "valid_action": parsed is not None,
-                "action": parsed[0] if parsed else "invalid"}
+                "action": ("invalid" if parsed is None else "answer" if parsed[0] == "answer" else parsed[1])}
         try:
-            if parsed is None:
-                return self._finish("invalid_format", info)
+            if parsed is None:   # AgentBench scores it with an empty answer
+                return self._finish("invalid_format", info, answer="")
             action, argument = parsed
             if action == "answer":
                 return self._finish("answered", info, answer=argument)
-            if self.turns >= self.max_turns:
-                return self._finish("max_turns", info)
+            if self.turns > self.max_round:
+                # upstream reads a final answer from the reply after the last operation, whatever
+                # its action line says
+                last = ANSWER_RE.search(reply)
+                return self._finish("max_turns", info, answer=last.group(1) if last else "")
             self.executed.append(argument)
             try:
                 self.last_rows = self.db.execute(argument)

@@ -30,13 +30,14 @@ import json
 import os
 import re
 
-from agentune.envs.base import HALVES, Env, Step, Task, half_of
+from agentune.envs.base import Env, Step, Task
 from agentune.paths import data_path
 from agentune.records import DataError
 from agentune.sandbox import DockerSandbox, Sandbox
 
-# AgentBench's instructions (src/server/tasks/os_interaction/task.py), verbatim, including the
-# literal backslash-n pair at the end that its source has (and AgentInstruct's data keeps).
+# AgentBench.old's instructions (src/tasks/os_interaction/task.py), verbatim: the "\n\n" at the
+# end are real newlines there (the later AgentBench server source and AgentInstruct's data have
+# a literal backslash-n pair instead).
 INSTRUCTIONS = """You are an assistant that will act like a person, I'will play the role of linux(ubuntu) operating system. Your goal is to implement the operations required by me or answer to the question proposed by me. For each of your turn, you should first think what you should do, and then take exact one of the three actions: "bash", "finish" or "answer". 
 
 1. If you think you should execute some bash code, take bash action, and you should print like this:
@@ -61,7 +62,7 @@ Think: put your thought here.
 
 Act: answer(Your answer to the question should be put in this pair of parentheses)
 
-If the output is too long, I will truncate it. The truncated output is not complete. You have to deal with the truncating problem by yourself. Attention, your bash code should not contain any input operation. Once again, you should take only exact one of the three actions in each turn.\\n\\n"""
+If the output is too long, I will truncate it. The truncated output is not complete. You have to deal with the truncating problem by yourself. Attention, your bash code should not contain any input operation. Once again, you should take only exact one of the three actions in each turn.\n\n"""
 
 ONE_SHOT = [
     {"role": "user", "content": 'tell me how many files are in the directory "/etc"?'},
@@ -84,6 +85,8 @@ def truncate(output):
 class OSEnv(Env):
     name = "os"
     max_turns = 8
+    max_reply_tokens = 128    # AgentBench's generation limit per reply
+    test_split = "std"
     concurrency = "threads"   # the work happens in the sandbox's processes
 
     def __init__(self, command_timeout=30, backend="namespaces", docker_image="local-os/default"):
@@ -101,14 +104,25 @@ class OSEnv(Env):
 
     # ---- tasks
 
+    # AgentBench's OS std test set (configs/tasks/os_interaction/std.yaml): every task file of
+    # data/1..7 with its scripts/N. data/6-backup.json repeats data/6 (test data too); dev.json is
+    # what collection uses, less the one task whose description is also in std
+    STD_SETS = ("1", "2", "3", "4", "5", "6", "7")
+
     @classmethod
     def load_tasks(cls, path=None, split=None):
-        """Tasks from AgentBench OS data: `path` is the os_interaction dir (default: the public
-        data), its data/ dir, or one task .json file; `split` keeps one data file or folder of
-        data/ ("dev", "1", "4/Q30"), or is "collect" / "eval": a fixed half of all tasks each
-        (see half_of), so that 01_collect.py and 05_eval.py never share a task."""
-        if split in HALVES:
-            return half_of(cls.load_tasks(path), split)
+        """Tasks from AgentBench OS data. `path`: the os_interaction dir (default: the public
+        data), its data/ dir, or one task .json file; with a path and no split, every task in it.
+        `split`: "std" (the std test set: data/1..7, what 05_eval.py evaluates on), "dev"
+        (dev.json less the task shared with std: what 01_collect.py collects from; the default
+        for the public data), or one data file or folder of data/ ("1", "4/Q30")."""
+        if split in ("collect", "eval"):
+            raise SystemExit(f"os: split {split!r} is gone: collect from 'dev', evaluate on 'std'")
+        if split == "std":
+            return [t for key in cls.STD_SETS for t in cls.load_tasks(path, key)]
+        if split == "dev" or (split is None and path is None):
+            std = {t.prompt for t in cls.load_tasks(path, "std")}
+            return [t for t in cls.load_tasks(path, "dev.json") if t.prompt not in std]
         path = path or data_path("agentbench", "os_interaction")
         if os.path.isfile(path):   # ids stay relative to its data/ dir, as when loading the dir
             files = [os.path.abspath(path)]
@@ -128,7 +142,7 @@ class OSEnv(Env):
         for file in files:
             rel = os.path.relpath(file, data_dir)
             key = rel.split("/")[0].removesuffix(".json")      # data/4/x.json -> scripts/4
-            if split and not (rel.removesuffix(".json") == split or rel.startswith(split + "/")):
+            if split and not (rel.removesuffix(".json") == split.removesuffix(".json") or rel.startswith(split + "/")):
                 continue
             with open(file, encoding="utf-8") as f:
                 try:
@@ -183,11 +197,14 @@ class OSEnv(Env):
 
     def step(self, reply):
         parsed = self.parse_action(reply)
-        if parsed is None:
-            return Step("", done=True, finish="invalid_format",
+        if parsed is None:   # AgentBench ends the episode and still judges it, answer None
+            success = self.judge(None)
+            return Step("", done=True, reward=float(success), success=success, finish="invalid_format",
                         info={"valid_format": False, "valid_action": False, "action": None})
         action, argument = parsed
-        info = {"valid_format": True, "valid_action": True, "action": action}
+        # the action with its code: 02's repetition rule and the error analysis compare these
+        info = {"valid_format": True, "valid_action": True,
+                "action": f"bash: {argument}" if action == "bash" else action}
         if action == "bash":
             output, code = self.box.run(argument, timeout=self.command_timeout)
             self.last_output = output
@@ -196,6 +213,11 @@ class OSEnv(Env):
             return Step("The output of the OS:\n\n" + output if output else "The output of the OS is empty.", info=info)
         success = self.judge(argument)
         return Step("", done=True, reward=float(success), success=success, finish="answered", info=info)
+
+    def score_unfinished(self):
+        """Out of rounds: AgentBench judges the episode with the answer None."""
+        success = self.judge(None)
+        return float(success), success
 
     def judge(self, answer):
         """AgentBench's scoring of a committed answer (None for finish)."""

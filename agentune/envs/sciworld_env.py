@@ -142,6 +142,7 @@ def closest_valid_action(action, valid_actions):
 class SciWorldEnv(Env):
     name = "sciworld"
     max_turns = 2 * STEP_LIMIT   # AgentTuning's bound on replies (thoughts included)
+    max_reply_tokens = 256       # AgentTuning's ScienceWorld generation limit
     concurrency = "threads"      # each env owns its JVM; the Python side only waits on a socket
 
     def __init__(self, step_limit=STEP_LIMIT):
@@ -277,6 +278,10 @@ class SciWorldEnv(Env):
         if len(last) == 5 and len(set(last)) == 2 and not any(a.startswith("wait") for a, _ in last):
             return Step("", done=True, reward=score / 100, finish="max_turns", info={**info, "stop": "loop"})
         return Step(observation, reward=score / 100, info=info)
+
+    def score_unfinished(self):
+        """Cut by the reply limit or the context: the score reached so far counts (AgentTuning)."""
+        return self.last_score / 100, self.last_score >= 100
 
     def expert_reply(self):
         """The next action of the simulator's gold path (valid while the episode followed it)."""
