@@ -101,23 +101,16 @@ def prepare(task):
     return task, scoring.TASK_GROUPS[task], spread(task_list, limit), {**options, **env_options.get(task, {})}
 
 
-def check_same_agent(path, agent_info):
-    """Resuming into another model's episodes would mix two models in one score: refuse."""
-    if not os.path.exists(path):
-        return
-    for where, record in read_jsonl(path):
-        theirs = record.get("agent", {})
-        if (theirs.get("kind"), theirs.get("model")) != (agent_info["kind"], agent_info["model"]):
-            raise SystemExit(f"{where}: episodes of another agent ({theirs.get('kind')} "
-                             f"{theirs.get('model')!r}) are in this out_dir\n  fix: pass another "
-                             f"--out_dir, or delete {path} to rerun it")
-        return
-
-
 task_sets = {}         # task -> the set it was drawn from and that set's size
 task_names = [t.strip() for t in tasks.split(",") if t.strip()]
 if not task_names:
     raise SystemExit("--tasks is empty")
+# every task is checked and loaded before anything is written or any model is loaded
+if "mtbench" in task_names and not judge_model:
+    print("mtbench: skipped: no judge (pass --judge_model and --judge_base_url of an "
+          "OpenAI-compatible endpoint; the model never judges itself)")
+    task_names.remove("mtbench")
+prepared = {task: prepare(task) for task in task_names}
 agent_obj = make_agent(agent, model=model, base_url=base_url, temperature=temperature, max_tokens=max_tokens)
 agent_info = agent_obj.describe()
 if not label:
@@ -131,13 +124,8 @@ results = {"label": label, "model": agent_info["model"] or label, "agent": agent
            "limit": limit, "tasks": {}, "overall": {}}
 try:
     for task in task_names:
-        if task == "mtbench" and not judge_model:
-            print("mtbench: skipped: no judge (pass --judge_model and --judge_base_url of an "
-                  "OpenAI-compatible endpoint; the model never judges itself)")
-            continue
-        env_name, group, task_list, options = prepare(task)
+        env_name, group, task_list, options = prepared[task]
         episodes_path = os.path.join(out_dir, "episodes", f"{task}.jsonl")
-        check_same_agent(episodes_path, agent_info)
         # Ctrl-C ends the run here (SystemExit) with the finished episodes kept: rerun to resume
         reply_limit = env_class(env_name).max_reply_tokens if upstream_reply_limits else None
         agent_obj.sampling["max_tokens"] = min(max_tokens, reply_limit or max_tokens)

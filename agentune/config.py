@@ -7,6 +7,7 @@ as the setting's type; anything else is an error that says what is wrong.
 import ast
 import json
 import os
+import re
 import sys
 
 SETTING_TYPES = (bool, int, float, str, list, tuple, dict, type(None))
@@ -65,10 +66,51 @@ def settings_of(namespace):
             if not k.startswith("_") and k.islower() and isinstance(v, SETTING_TYPES)}
 
 
+def setting_comments(path, names):
+    """{name: its comment} from a stage script's source: the comment on the setting's line plus
+    the comment-only lines indented under it (how the settings blocks continue a comment), or,
+    without one, the comment lines right above it (section headers `# ---` aside)."""
+    comments, current, above = {}, None, []
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return comments
+    for line in lines:
+        match = re.match(r"^([a-z_][a-z0-9_]*)\s*=([^#]*)(?:#\s?(.*))?$", line)
+        if match and match.group(1) in names:
+            current = match.group(1)
+            comments[current] = (match.group(3) or " ".join(above)).strip()
+            above = []
+        elif current and re.match(r"^\s+#", line):
+            comments[current] += " " + line.strip().lstrip("#").strip()
+        elif line.startswith("#") and not line.startswith("# ---"):
+            above.append(line.lstrip("#").strip())
+            current = None
+        else:
+            current, above = None, []
+    return comments
+
+
+def print_help(namespace, settings):
+    """The script's usage docstring, then every setting with its default and comment."""
+    print((namespace.get("__doc__") or "").strip())
+    comments = setting_comments(namespace.get("__file__", ""), settings)
+    print("\nsettings (override as --name=value):")
+    width = max(map(len, settings), default=0)
+    for name, value in settings.items():
+        comment = f"  # {comments[name]}" if comments.get(name) else ""
+        print(f"  --{name:<{width}} = {value!r}{comment}")
+
+
 def configure(namespace, argv=None, show=True):
-    """Apply --name=value overrides from argv to the settings in namespace; return them."""
+    """Apply --name=value overrides from argv to the settings in namespace; return them.
+    --help (or -h) prints the script's docstring and its settings with their comments, and exits."""
     argv = sys.argv[1:] if argv is None else argv
     settings = settings_of(namespace)
+    if any(arg in ("--help", "-h") for arg in argv):
+        print_help(namespace, settings)
+        raise SystemExit(0)
     for arg in argv:
         if not arg.startswith("--") or "=" not in arg:
             if arg.startswith("--") and arg[2:] in settings and isinstance(settings[arg[2:]], bool):

@@ -218,6 +218,20 @@ def recorded_episodes(out_path):
     return done
 
 
+def check_same_agent(path, agent_info):
+    """Appending another model's episodes to a file would mix two models in one score or one
+    training set: refuse (kind and model must match the file's first record)."""
+    if not os.path.exists(path):
+        return
+    for where, record in read_jsonl(path):
+        theirs = record.get("agent", {})
+        if (theirs.get("kind"), theirs.get("model")) != (agent_info["kind"], agent_info["model"]):
+            raise SystemExit(f"{where}: episodes of another agent ({theirs.get('kind')} "
+                             f"{theirs.get('model')!r}) are in this file\n  fix: pass another "
+                             f"--out_dir, or delete {path} to rerun it")
+        return
+
+
 def close_quietly(env):
     try:
         env.close()
@@ -238,6 +252,7 @@ def run_episodes(env_name, tasks, agent, out_path, workers=1, env_kwargs=None, m
         raise SystemExit(f"{env_name}: duplicate task id {seen.most_common(1)[0][0]!r}: "
                          f"ids must be unique (they key resume)")
 
+    check_same_agent(out_path, agent.describe())
     done = recorded_episodes(out_path)
     todo = queue.Queue()
     for task in tasks:

@@ -287,19 +287,27 @@ def write_chart(path, runs, baselines):
     matplotlib.use("Agg")  # no display on servers
     import matplotlib.pyplot as plt
     tasks, _ = table_tasks(runs)
-    series = [(run["label"], [run["tasks"].get(t, {}).get("score") for t in tasks]) for run in runs]
-    series.append(("baseline (Overall divisor)", [baselines.get(t) for t in tasks]))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(4 + 1.2 * len(tasks), 4.5),
-                                   gridspec_kw={"width_ratios": [max(len(tasks), 1), 3]})
+    # (label, scores, 95% interval bounds or None) per run, then the baselines (no interval)
+    series = [(run["label"], [run["tasks"].get(t, {}).get("score") for t in tasks],
+               [(run["tasks"].get(t, {}).get("ci_low"), run["tasks"].get(t, {}).get("ci_high")) for t in tasks])
+              for run in runs]
+    series.append(("baseline (Overall divisor)", [baselines.get(t) for t in tasks], None))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(5 + 1.2 * len(tasks), 5.2),
+                                   gridspec_kw={"width_ratios": [max(len(tasks), 1) + 1, 3]})
     width = 0.8 / len(series)
-    for i, (label, values) in enumerate(series):
+    for i, (label, values, intervals) in enumerate(series):
         xs = [j + i * width for j in range(len(tasks))]
-        ax1.bar(xs, [v or 0.0 for v in values], width, label=label)
+        heights = [v or 0.0 for v in values]
+        yerr = None
+        if intervals:   # asymmetric 95% interval bars; none where a run has no interval
+            yerr = [[h - lo if lo is not None else 0.0 for h, (lo, _) in zip(heights, intervals)],
+                    [hi - h if hi is not None else 0.0 for h, (_, hi) in zip(heights, intervals)]]
+        ax1.bar(xs, heights, width, label=label, yerr=yerr, capsize=2, error_kw={"linewidth": 0.8})
     ax1.set_xticks([j + 0.4 - width / 2 for j in range(len(tasks))], tasks, rotation=30)
-    ax1.set_ylim(0, 125)  # headroom for the legend above 100
-    ax1.set_ylabel("score (0-100)")
+    ax1.set_xlim(-0.5, max(len(tasks), 1) - 0.1)
+    ax1.set_ylim(0, 105)
+    ax1.set_ylabel("score (0-100; MT-Bench 1-10), 95% interval")
     ax1.set_title("task scores")
-    ax1.legend(fontsize=7, loc="upper center", ncol=min(len(series), 3))
     width = 0.8 / max(len(runs), 1)
     for i, run in enumerate(runs):
         values = [run.get("overall", {}).get(g) or 0.0 for g in GROUPS]
@@ -307,6 +315,9 @@ def write_chart(path, runs, baselines):
     ax2.set_xticks([j + 0.4 - width / 2 for j in range(len(GROUPS))], GROUPS)
     ax2.axhline(1.0, color="gray", linewidth=0.8, linestyle="--")  # = the baseline average
     ax2.set_title("Overall (score / baseline)")
-    fig.tight_layout()
+    # the legend goes below both plots, where it can never cover a bar
+    handles, labels = ax1.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -15,6 +15,7 @@ from agentune.agents import make_agent
 from agentune.envs import env_class
 from agentune.envs.base import Task
 from agentune.records import read_jsonl
+from agentune.paths import data_path
 from agentune.rollout import EnvProcess, run_episode, run_episodes, shard_tasks
 from openai_test_server import ChatServer
 
@@ -156,6 +157,16 @@ def test_collect_shard_writes_its_share(tmp_path):
     assert sorted(r["task_id"] for r in got) == sorted(expected)
     assert json.loads((tmp_path / "collect.shard1of3.config.json").read_text())["shard"] == "1/3"
     assert "db" in output and "episodes" in output
+    # another agent's episodes never go into the same file (nor does a test-set task)
+    other = collect(["--agent=openai", "--model=other", "--base_url=http://127.0.0.1:9/v1", "--limit=9",
+                     "--shard=1/3", f"--out_dir={tmp_path}"])
+    output = other.communicate(timeout=120)[0]
+    assert other.returncode != 0 and "episodes of another agent (expert '')" in output, output
+    assert records(tmp_path / "db.shard1of3.jsonl") == got
+    std = collect(["--agent=expert", f"--tasks={data_path('agentbench', 'dbbench', 'standard.jsonl')}",
+                   f"--out_dir={tmp_path / 'std'}"])
+    output = std.communicate(timeout=120)[0]
+    assert std.returncode != 0 and "300 of the 300 tasks to collect are in the 'std' test set" in output, output
 
 
 def test_collect_resumes_after_kill_9(tmp_path):

@@ -4,7 +4,6 @@
 # chromedriver from 20-apt.sh through Selenium). Their dependencies are light (py4j; selenium,
 # gymnasium, pillow, numpy>=1.18) and leave torch/numpy/transformers as they are.
 set -euo pipefail
-.venv/bin/python -c "import scienceworld" 2>/dev/null || .venv/bin/pip install -q scienceworld==1.2.3
-.venv/bin/python -c "import miniwob" 2>/dev/null || .venv/bin/pip install -q miniwob==1.1.0
+# (both packages are in requirements.txt)
 # the test list of ScienceWorld takes one simulator load per variation (~45 s): build it once
 .venv/bin/python -c "from agentune.envs.sciworld_env import SciWorldEnv; print('sciworld test tasks:', len(SciWorldEnv.load_tasks(split='test')))"

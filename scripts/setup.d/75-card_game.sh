@@ -4,6 +4,5 @@
 # (about half a minute, once). The referee imports websockets (for remote human players only) and
 # the LLM player imports requests.
 set -euo pipefail
-.venv/bin/python -c "import pybind11, websockets, requests" 2>/dev/null || \
-  .venv/bin/pip install -q pybind11==3.1.0 websockets==17.4 requests
+# (pybind11, websockets, requests are in requirements.txt)
 .venv/bin/python -c "from agentune.envs.dcg_env import build; print('card game built in', build())"
