@@ -26,8 +26,9 @@ eta = 0.2                 # share of agent data in train.jsonl
 eta_unit = "samples"      # samples: eta of the records; tokens: eta of the trained (assistant) tokens
 total = 0                 # training samples; 0: every agent record once, total = agent records / eta
 val_fraction = 0.05       # held out of each kind (at least one record when the kind has two)
-seq_len = 4096            # records longer than this many tokens are skipped (and counted); = 04's seq_len
-model = ""                # the training tokenizer ('' = the default base model)
+seq_len = 0               # records longer than this many tokens are skipped (and counted); 0 = the seq_len
+                          # 02_filter.py used (its report.json next to agent_data), else 4096
+model = ""                # the training tokenizer; '' = the one 02_filter.py used, else the default base model
 seed = 1234
 
 from agentune.config import configure, save_config  # noqa: E402
@@ -35,7 +36,20 @@ config = configure(globals())
 
 from agentune.chat import encode  # noqa: E402
 from agentune.model import load_tokenizer  # noqa: E402
-from agentune.records import expand_paths, read_jsonl, to_messages, write_jsonl  # noqa: E402
+from agentune.records import expand_paths, read_jsonl, to_messages, upstream_report, write_jsonl  # noqa: E402
+
+# seq_len and the tokenizer travel with the data: 02 fixed them for the agent data it filtered
+filter_report = upstream_report(expand_paths(agent_data)[0], "report.json") if agent_data and eta > 0 else None
+filter_settings = (filter_report or {}).get("settings", {})
+if not seq_len:
+    seq_len = int(filter_settings.get("seq_len") or 4096)
+    print(f"seq_len = {seq_len} ({'from 02_filter.py report.json' if filter_settings.get('seq_len') else 'default'})")
+elif filter_settings.get("seq_len") and filter_settings["seq_len"] != seq_len:
+    print(f"warning: --seq_len={seq_len} but 02_filter.py kept trajectories of up to {filter_settings['seq_len']} tokens")
+if not model and filter_settings.get("model"):
+    model = filter_settings["model"]
+    print(f"model (tokenizer) = {model!r} (from 02_filter.py report.json)")
+config.update(seq_len=seq_len, model=model)
 
 if eta_unit not in ("samples", "tokens"):
     raise SystemExit(f"--eta_unit={eta_unit}: use samples or tokens")
@@ -154,7 +168,10 @@ achieved = {"samples": stats["agent"]["samples"] / len(train) if train else 0.0,
 report = {"eta": eta, "eta_unit": eta_unit, "achieved": achieved, "train": len(train), "val": len(val),
           "val_sources": dict(Counter(sample.record["source"] for sample in val)),
           "kinds": {kind: stats[kind] for kind in kinds},
-          "sources": {key: row for key, row in sorted(stats.items()) if key not in kinds}, "settings": config}
+          "sources": {key: row for key, row in sorted(stats.items()) if key not in kinds},
+          # what 04_train.py reads instead of having them retyped: the length limit the mix was
+          # cut to and the tokenizer that counted it
+          "seq_len": seq_len, "tokenizer": tokenizer.name_or_path, "model": model, "settings": config}
 with open(os.path.join(out_dir, "mix_report.json"), "w") as f:
     json.dump(report, f, indent=1)
     f.write("\n")

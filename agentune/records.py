@@ -125,6 +125,20 @@ class JsonlWriter:
         self.close()
 
 
+def upstream_report(data_file, name):
+    """The report an earlier stage wrote next to its output (02: report.json, 03: mix_report.json),
+    or None: how a value one stage fixed (seq_len, tokenizer) travels to the next."""
+    path = os.path.join(os.path.dirname(os.path.abspath(data_file)), name)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        try:
+            report = json.load(f)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}", f"invalid JSON ({e.msg})", "rerun the stage that wrote it") from None
+    return report if isinstance(report, dict) else None
+
+
 def write_jsonl(path, records):
     """Write a whole file atomically (tmp + rename): for outputs that are produced at once."""
     tmp = path + ".tmp"

@@ -118,3 +118,18 @@ def test_stage_refuses_bad_general_data(tmp_path):
     path.write_text(json.dumps({"instruction": "Say hi.", "output": "Hi!"}) + "\n" + json.dumps({"text": "x"}) + "\n")
     with pytest.raises(SystemExit, match=r"general.jsonl:2: unknown record format"):
         mix(str(tmp_path / "out"), str(path))
+
+
+def test_seq_len_and_tokenizer_travel_from_02(tmp_path, general):
+    """03 takes the seq_len and tokenizer 02 filtered with (its report.json next to the agent
+    data) and records them, with the tokenizer it counted with, for 04."""
+    agent_dir = tmp_path / "filtered"
+    agent_dir.mkdir()
+    (agent_dir / "agent.jsonl").write_text(open(f"{FIXTURES}/agent_records.jsonl").read())
+    (agent_dir / "report.json").write_text(json.dumps({"settings": {"seq_len": 777, "model": ""}}))
+    out = tmp_path / "mix"
+    run_stage("03_mix.py", f"--agent_data={agent_dir / 'agent.jsonl'}", f"--general_data={general}",
+              f"--out_dir={out}", "--eta=0.5")
+    report = json.loads((out / "mix_report.json").read_text())
+    assert report["seq_len"] == 777 and report["settings"]["seq_len"] == 777
+    assert report["tokenizer"] and report["model"] == ""
