@@ -6,27 +6,34 @@ interactive bash as root.
         box.run("echo $X; pwd")                   # -> ("1\\n/tmp\\n", 0)
         box.exec(["python3", "-c", code, arg])    # an independent process, like `docker exec`
 
-Sandbox (default; needs root, overlayfs and cgroups, no Docker): the Debian rootfs that
-scripts/build_rootfs.sh debootstraps once is the read-only lower layer of a kernel overlayfs whose
-upper layer is a size-capped tmpfs. The machine runs in fresh mount/pid/net/uts/ipc namespaces,
-entered with pivot_root (the host filesystem is unmounted from its view), with only a loopback
-network, a container-like capability set, read-only /proc/sys and /sys, and pids + memory limits
-in its own cgroup. Its namespace init is the only parent of everything inside: killing it
-(close(), or the kernel when the collector dies, through PR_SET_PDEATHSIG) kills every process in
-the machine, which frees the mount namespace and with it the tmpfs. Start + close take ~0.1 s
-of CPU (0.3 s wall on a loaded 2-core machine). The death signal follows the thread that started
-the machine (a Linux rule): start it in the thread that lives as long as it does.
+Sandbox (default; needs root, overlayfs, id-mapped mounts (Linux >= 5.19), libseccomp and
+cgroups, no Docker): the Debian rootfs that scripts/build_rootfs.sh debootstraps once is, through
+an id-mapped read-only mount, the lower layer of a kernel overlayfs whose upper layer is a
+size-capped tmpfs. agentune/jail.py (host side, the host's python, never a file of the machine)
+builds it: fresh mount/pid/net/uts/ipc/cgroup namespaces owned by the host's user namespace,
+pivot_root, only a loopback network, read-only /proc/sys, /proc/irq, /sys, Docker's masked /proc
+paths, pids + memory + cpu limits in cgroups made under the collector's own; then the machine
+runs in a user namespace (root inside is host uid UID_BASE, unprivileged), under a seccomp filter
+(no keyrings, io_uring, bpf, perf, kexec, modules, mounts, namespaces, ptrace), with a
+container-like capability set that only counts inside that user namespace. Its namespace init is
+the only parent of everything inside: killing it (close(), or the kernel when the collector dies,
+through PR_SET_PDEATHSIG) kills every process in the machine, which frees the mount namespace and
+with it the tmpfs. The death signal follows the thread that started the machine (a Linux rule):
+start it in the thread that lives as long as it does.
 
 exec() runs checkers and init scripts as independent processes, started by the machine's own init
-over a socket, so they are exactly as unprivileged as the agent: nothing privileged ever runs a
-program from the machine's files once the agent could have changed them.
+over a socket, so they are exactly as unprivileged as the agent. Scratch copies are built by
+jail.py from the host side and run the same way: nothing with host privileges ever runs a program
+from the machine's files.
 
 DockerSandbox: the same interface on a docker engine, for machines that have one.
 
 Commands go to one bash on a pseudo-terminal, like a person typing (AgentBench's container shell
 is also a tty): cwd, variables, functions and background jobs persist between commands. Each
 command is sent as one `eval $'...'` line followed by a printf of a marker with the exit status,
-so a syntax error cannot swallow the marker. A command that runs past its timeout is interrupted
+so a syntax error cannot swallow the marker. The marker is fresh random per line and nothing
+inside can read it: the shell is non-dumpable (it is an unreadable copy of bash), ptrace is
+denied, and the cgroup namespace hides the cgroup names. A command that runs past its timeout is interrupted
 with Ctrl-C (then SIGKILL to its process group if it ignores that) and the shell lives on.
 """
 import json
@@ -38,6 +45,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import termios
 import threading
 import time
@@ -52,10 +60,13 @@ MAX_OUTPUT = 1 << 20          # bytes of one command's output kept (AgentBench s
 # ports and ping; not enough to mount, load modules, trace processes or touch the clock.
 CAPS = ["chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap",
         "setfcap", "net_bind_service", "net_raw", "sys_chroot"]
-DROP_CAPS = ["/usr/bin/setpriv", "--inh-caps=-all", "--bounding-set=-all," + ",".join("+" + c for c in CAPS), "--"]
+# Root inside the machine is this host uid (and the next UID_COUNT - 1 are its other users):
+# an unprivileged uid range, outside any real user's, shared by all machines (they cannot see
+# one another: separate pid, mount, ipc and net namespaces).
+UID_BASE, UID_COUNT = 1 << 20, 65536
+JAIL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jail.py")
 ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
        "TERM": "dumb", "PAGER": "cat", "LANG": "C.UTF-8", "HOSTNAME": "sandbox", "USER": "root"}
-CLEAN_ENV = ["/usr/bin/env", "-i"] + [f"{k}={v}" for k, v in ENV.items()]
 # quiet, prompt-less, history-less shell; raw tty (no echo, no \r\n) but Ctrl-C still interrupts
 SHELL_SETUP = ("stty -echo -icanon -onlcr isig noflsh 2>/dev/null; set +o emacs +o vi +o history +H; "
                "PS1=''; PS2=''; unset PROMPT_COMMAND HISTFILE")
@@ -87,9 +98,10 @@ class Shell:
         self.master = None        # pty master fd of the machine's shell
         self.proc = None          # the host process whose death takes the machine down
         self.alive = False
-        self.nonce = secrets.token_hex(8)
         self.seq = 0
         self.shell_pgrp = None    # the foreground process group when the shell is idle
+        self.unfinished = []      # markers of interrupted lines, still to come and be dropped
+        self.tty_owner = None     # host uid to own the shell's tty (the machine's root)
 
     def __enter__(self):
         self.start()
@@ -106,6 +118,8 @@ class Shell:
         attrs[3] |= termios.NOFLSH            # Ctrl-C must not discard the line we send after it
         attrs[1] &= ~termios.OPOST                                           # oflag: keep \n as is
         termios.tcsetattr(slave, termios.TCSANOW, attrs)
+        if self.tty_owner is not None:
+            os.fchown(slave, self.tty_owner, self.tty_owner)
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
                                      start_new_session=True, pass_fds=pass_fds)
         os.close(slave)
@@ -157,10 +171,10 @@ class Shell:
         """Send one command line plus the exit-status marker; read up to the marker.
         -> (output, exit_code), or (output so far, None) at the timeout."""
         self.seq += 1
-        marker = f"{self.nonce}:{self.seq}"
+        marker = secrets.token_hex(16)   # fresh per line: one seen or guessed says nothing of the next
         os.write(self.master, f"{line}; printf '\\036%s:%d\\036' '{marker}' \"$?\"\n".encode())
         pattern = re.compile(rb"\x1e" + marker.encode() + rb":(-?\d+)\x1e")
-        stale = re.compile(rb"\x1e" + self.nonce.encode() + rb":\d+:-?\d+\x1e")   # of an interrupted line
+        stale = re.compile(rb"\x1e(?:" + "|".join(self.unfinished + [marker + "x"]).encode() + rb"):-?\d+\x1e")
         buf = b""
         deadline = time.monotonic() + timeout
         while True:
@@ -171,6 +185,7 @@ class Shell:
                 return self._decode(out), int(match.group(1))
             left = deadline - time.monotonic()
             if left <= 0:
+                self.unfinished = self.unfinished[-100:] + [marker]
                 return self._decode(stale.sub(b"", buf)), None
             ready, _, _ = select.select([self.master], [], [], left)
             if not ready:
@@ -204,10 +219,11 @@ class Shell:
 class Sandbox(Shell):
     """Overlayfs + namespaces + pivot_root machine (see the module docstring). Needs root."""
 
-    def __init__(self, rootfs=ROOTFS, memory_mb=1024, disk_mb=1024, pids=512):
+    def __init__(self, rootfs=ROOTFS, memory_mb=1024, disk_mb=1024, pids=512, cpus=1.0):
         super().__init__()
-        self.rootfs, self.memory_mb, self.disk_mb, self.pids = rootfs, memory_mb, disk_mb, pids
-        self.name = f"sb-{os.getpid()}-{self.nonce}"
+        self.rootfs, self.memory_mb, self.disk_mb, self.pids, self.cpus = rootfs, memory_mb, disk_mb, pids, cpus
+        self.name = f"agentune-sb-{os.getpid()}-{secrets.token_hex(6)}"   # nothing of the shell's markers
+        self.tty_owner = UID_BASE
         self.cgroups = []
         self.init_pid = None      # host pid of the namespace's init
         self.control = None       # socket to the init, which starts exec() processes for us
@@ -227,17 +243,15 @@ class Sandbox(Shell):
         ok, why = self.available(self.rootfs)
         if not ok:
             raise SandboxError(why)
-        self.cgroups = make_cgroups(self.name, self.memory_mb, self.pids)
+        self.cgroups = make_cgroups(self.name, self.memory_mb, self.pids, self.cpus)
         self.control, init_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        # setpriv --pdeathsig: if the collector dies (even kill -9), unshare dies; --kill-child:
-        # then the namespace init dies, and with it everything inside.
-        argv = ["setpriv", "--pdeathsig=KILL", "unshare", "--mount", "--pid", "--net", "--uts",
-                "--ipc", "--fork", "--kill-child", "--propagation=private",
-                "/bin/sh", "-c", MACHINE_SETUP, "sandbox-setup", self.rootfs, f"{self.disk_mb}m",
-                " ".join(self.cgroups), str(init_end.fileno())]
+        # the launcher dies with this thread (PR_SET_PDEATHSIG, even on kill -9 of the collector);
+        # the machine's PID 1 dies with the launcher, and everything inside with PID 1
+        config = {"parent": os.getpid(), "cgroups": self.cgroups, "rootfs": self.rootfs,
+                  "disk_mb": self.disk_mb, "uid_base": UID_BASE, "uid_count": UID_COUNT, "caps": CAPS,
+                  "init": INIT, "control_fd": init_end.fileno(), "env": ENV}
         try:
-            self._spawn_shell(argv, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "INIT": INIT},
-                              pass_fds=[init_end.fileno()])
+            self._spawn_shell(jail_argv("machine", config), env={}, pass_fds=[init_end.fileno()])
         finally:
             init_end.close()
         with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
@@ -257,6 +271,7 @@ class Sandbox(Shell):
         with self.exec_lock:
             self.exec_seq += 1
             read_end, write_end = os.pipe()
+            os.fchown(write_end, UID_BASE, UID_BASE)   # root inside may reopen it as /dev/stdout
             try:
                 socket.send_fds(self.control, [json.dumps({"id": self.exec_seq, "argv": list(argv)}).encode()],
                                 [write_end])
@@ -301,13 +316,10 @@ class Sandbox(Shell):
         if self.seq > 1:   # the first command is our shell setup
             raise SandboxError("scratch copies need privileges inside the machine, so they are only "
                                "made before its shell has run any command (after that its files are untrusted)")
-        inner = ["/usr/bin/unshare", "--mount", "--propagation=private", "/bin/sh", "-c", SCRATCH_SETUP,
-                 "scratch"] + DROP_CAPS + CLEAN_ENV + list(argv)
-        enter = ["nsenter", f"--target={self.init_pid}", "--mount", "--uts", "--ipc", "--net",
-                 "--pid", "--root", "--wd"]
-        join = 'for d in $CGROUPS; do echo $$ > "$d/cgroup.procs"; done; exec "$@"'
-        cmd = ["setpriv", "--pdeathsig=KILL", "/bin/sh", "-c", join, "join"] + enter + ["--"] + inner
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CGROUPS": " ".join(self.cgroups)}
+        config = {"parent": os.getpid(), "cgroups": self.cgroups, "init_pid": self.init_pid,
+                  "disk_mb": 256, "uid_base": UID_BASE, "caps": CAPS, "argv": list(argv), "env": ENV}
+        cmd = jail_argv("scratch", config)
+        env = {}
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
@@ -338,44 +350,16 @@ class Sandbox(Shell):
         self.cgroups = []
 
 
-# Runs as the new namespaces' PID 1 with the host's sh and util-linux, still privileged: join the
-# cgroups, mount the overlay on a tmpfs upper, give it /proc, /sys, /dev, enter it with
-# pivot_root, detach the host, name the machine and bring up its loopback (the rootfs's own
-# hostname and ip), and exec the machine's init with the capabilities dropped.
-# $1 = rootfs, $2 = tmpfs size, $3 = cgroup dirs, $4 = the init's end of the control socket.
-MACHINE_SETUP = r"""
-set -e
-for d in $3; do echo $$ > "$d/cgroup.procs"; done
-mount -t tmpfs -o size=$2,mode=0755 sandbox /tmp
-mkdir /tmp/upper /tmp/work /tmp/root
-mount -t overlay overlay -o lowerdir=$1,upperdir=/tmp/upper,workdir=/tmp/work /tmp/root
-cd /tmp/root
-mount -t proc -o nosuid,nodev,noexec proc proc
-mount --bind proc/sys proc/sys && mount -o remount,bind,ro proc/sys
-[ -e proc/sysrq-trigger ] && mount --bind -o ro proc/sysrq-trigger proc/sysrq-trigger
-for f in kcore keys timer_list; do [ -e proc/$f ] && mount --bind /dev/null proc/$f; done
-mount -t sysfs -o ro,nosuid,nodev,noexec sysfs sys
-mount -t tmpfs -o nosuid,noexec,mode=0755,size=1m dev dev
-for n in null zero full random urandom tty; do : > dev/$n; mount --bind /dev/$n dev/$n; done
-mkdir dev/pts dev/shm
-mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts dev/pts
-ln -s pts/ptmx dev/ptmx; ln -s /proc/self/fd dev/fd
-ln -s /proc/self/fd/0 dev/stdin; ln -s /proc/self/fd/1 dev/stdout; ln -s /proc/self/fd/2 dev/stderr
-mount -t tmpfs -o nosuid,nodev,size=64m shm dev/shm
-pivot_root . .
-umount -l .
-cd /
-hostname sandbox
-ip link set lo up
-exec """ + " ".join(DROP_CAPS + CLEAN_ENV) + """ /usr/bin/python3 -I -S -c "$INIT" "$4"
-"""
-# The machine's PID 1 (the rootfs's python3, capabilities already dropped): start the interactive
+# The machine's PID 1 (the rootfs's python3, started by agentune/jail.py inside the user namespace,
+# with the seccomp filter and the capabilities already dropped; it makes itself non-dumpable so
+# that the agent's processes cannot read or write its memory or take its socket): start the interactive
 # bash as a session leader on the pty; start the processes exec() asks for on the control socket
 # (argv + the pipe for their output) and answer with their exit codes; reap every orphan (we are
 # init). It ends when the shell ends or the host's end of the socket closes, and then the kernel
 # kills whatever is left in the namespace.
 INIT = r"""
-import fcntl, json, os, signal, socket, sys, termios
+import ctypes, fcntl, json, os, signal, socket, sys, termios
+ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)   # PR_SET_DUMPABLE 0
 for s in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
     signal.signal(s, signal.SIG_DFL)
 control = socket.socket(fileno=int(sys.argv[1]))
@@ -383,8 +367,11 @@ shell = os.fork()
 if shell == 0:
     os.setsid()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-    os.closerange(3, 1024)
-    os.execv('/bin/bash', ['bash', '--login', '--noediting', '-i'])
+    bash = int(sys.argv[2])   # a copy of /usr/bin/bash we cannot read: the shell is non-dumpable
+    os.closerange(3, bash)
+    os.closerange(bash + 1, 1024)
+    os.set_inheritable(bash, False)
+    os.execve(bash, ['bash', '--login', '--noediting', '-i'], os.environ)
 jobs = {}
 
 def reap(*_):
@@ -432,70 +419,84 @@ while True:
     jobs[pid] = request['id']
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 """
-# Inside the machine's namespaces, still privileged: a private copy-on-write view of the current
-# root (overlay lower = /, upper on a tmpfs only this mount namespace sees), then chroot into it.
-SCRATCH_SETUP = r"""
-set -e
-mount -t tmpfs -o size=256m scratch /mnt
-mkdir /mnt/upper /mnt/work /mnt/root
-mount -t overlay overlay -o lowerdir=/,upperdir=/mnt/upper,workdir=/mnt/work /mnt/root
-mount --rbind /proc /mnt/root/proc
-mount --rbind /dev /mnt/root/dev
-mount --rbind /sys /mnt/root/sys
-exec /usr/sbin/chroot /mnt/root "$@"
-"""
-
-
-# ---- cgroups: pids and memory limits per machine (v2 unified, or v1 pids + memory controllers)
+# ---- cgroups: pids, memory and CPU limits per machine, made under the collector's own cgroups
+# (a machine stays inside a slurm job's limits): cgroup v2, or v1 pids + memory (+ cpu)
 
 CGROUP_ROOT = "/sys/fs/cgroup"
+CPU_PERIOD_US = 100000
 
 
-def _cgroup_parents():
-    """-> [(parent dir, {limit file: kind})] for the available hierarchy."""
+def _own_cgroups():
+    """-> [(dir of this process's cgroup, {limit file: kind})] for the hierarchy in use."""
+    with open("/proc/self/cgroup") as f:
+        lines = [line.rstrip("\n").split(":", 2) for line in f]
     if os.path.exists(f"{CGROUP_ROOT}/cgroup.controllers"):   # v2
-        parent = f"{CGROUP_ROOT}/agentune"
-        os.makedirs(parent, exist_ok=True)
-        with open(f"{CGROUP_ROOT}/cgroup.subtree_control", "w") as f:
-            f.write("+pids +memory")
-        with open(f"{parent}/cgroup.subtree_control", "w") as f:
-            f.write("+pids +memory")
-        return [(parent, {"pids.max": "pids", "memory.max": "memory", "memory.swap.max": "zero"})]
+        own = CGROUP_ROOT + next(path for n, _, path in lines if n == "0")
+        _enable_controllers(own)
+        return [(own, {"pids.max": "pids", "memory.max": "memory", "memory.swap.max": "zero", "cpu.max": "cpu2"})]
+    paths = {name: path for _, names, path in lines for name in names.split(",")}
     if os.path.isdir(f"{CGROUP_ROOT}/pids") and os.path.isdir(f"{CGROUP_ROOT}/memory"):   # v1
-        return [(f"{CGROUP_ROOT}/pids/agentune", {"pids.max": "pids"}),
-                (f"{CGROUP_ROOT}/memory/agentune", {"memory.limit_in_bytes": "memory",
-                                                    "memory.memsw.limit_in_bytes": "memory"})]
+        parents = [(f"{CGROUP_ROOT}/pids{paths.get('pids', '/')}", {"pids.max": "pids"}),
+                   (f"{CGROUP_ROOT}/memory{paths.get('memory', '/')}",
+                    {"memory.limit_in_bytes": "memory", "memory.memsw.limit_in_bytes": "memory"})]
+        if os.path.isdir(f"{CGROUP_ROOT}/cpu"):
+            parents.append((f"{CGROUP_ROOT}/cpu{paths.get('cpu', '/')}", {"cpu.cfs_quota_us": "cpu1"}))
+        return [(parent.rstrip("/"), limits) for parent, limits in parents]
     raise SandboxError("no usable cgroup hierarchy (need cgroup v2, or v1 with the pids and memory "
                        "controllers mounted under /sys/fs/cgroup) for the sandbox's limits")
 
 
-def make_cgroups(name, memory_mb, pids):
+def _enable_controllers(own):
+    """cgroup v2: let our cgroup's children have pids, memory and cpu limits. A non-root cgroup
+    with processes in it cannot (the "no internal processes" rule): then this process moves to
+    a leaf of its own first, as systemd's delegation asks."""
+    try:
+        with open(f"{own}/cgroup.subtree_control", "w") as f:
+            f.write("+pids +memory +cpu")
+    except OSError as e:
+        if e.errno != 16:   # EBUSY
+            raise
+        os.makedirs(f"{own}/agentune-collector", exist_ok=True)
+        with open(f"{own}/agentune-collector/cgroup.procs", "w") as f:
+            f.write(str(os.getpid()))
+        with open(f"{own}/cgroup.subtree_control", "w") as f:
+            f.write("+pids +memory +cpu")
+
+
+def make_cgroups(name, memory_mb, pids, cpus=1.0):
     """Create this machine's cgroups with its limits; also remove empty ones of machines whose
     collector was killed before it could clean up."""
     dirs = []
+    quota = int(cpus * CPU_PERIOD_US)
     try:
-        for parent, limits in _cgroup_parents():
-            os.makedirs(parent, exist_ok=True)
+        for parent, limits in _own_cgroups():
             remove_cgroups([os.path.join(parent, d) for d in os.listdir(parent)
-                            if d.startswith("sb-") and not _pid_alive(d)])
+                            if d.startswith("agentune-sb-") and not _pid_alive(d)])
             path = os.path.join(parent, name)
             os.mkdir(path)
             dirs.append(path)
-            values = {"pids": str(pids), "memory": str(memory_mb << 20), "zero": "0"}
+            values = {"pids": str(pids), "memory": str(memory_mb << 20), "zero": "0",
+                      "cpu1": str(quota), "cpu2": f"{quota} {CPU_PERIOD_US}"}
             for file, kind in limits.items():
                 if os.path.exists(os.path.join(path, file)):
                     with open(os.path.join(path, file), "w") as f:
                         f.write(values[kind])
-    except OSError as e:
+    except (OSError, StopIteration) as e:
         remove_cgroups(dirs)
         raise SandboxError(f"cannot set up the sandbox's cgroups: {e}") from None
     return dirs
 
 
+def jail_argv(mode, config):
+    """The host-side launcher (agentune/jail.py) on this host's python, isolated from the
+    environment and from site-packages."""
+    return [sys.executable, "-I", "-S", JAIL, mode, json.dumps(config)]
+
+
 def _pid_alive(cgroup_name):
-    """sb-<collector pid>-<nonce>: is that collector process still running?"""
+    """agentune-sb-<collector pid>-<token>: is that collector process still running?"""
     try:
-        os.kill(int(cgroup_name.split("-")[1]), 0)
+        os.kill(int(cgroup_name.split("-")[2]), 0)
         return True
     except (ValueError, IndexError, ProcessLookupError):
         return False

@@ -18,19 +18,20 @@ EXPECTED_EXPERT_FAILURES = {
     # init runs `useradd jack && cd /home/jack && ... && su - jack` as an independent process
     # (AgentBench's execute_independent), so the agent's shell is still root's, in /; the example
     # `chmod 777 test && ~/test` assumes a shell of jack's in /home/jack and finds no ./test
-    "6/new.json#0", "6/new.json#1", "6-backup.json#0", "6-backup.json#1", "dev.json#24",
+    "6/new.json#0", "6/new.json#1", "dev.json#24",
     # checker check/size-match.py does int() on the number, so du -sh's "4.0K" can never match
     "dev.json#8",
-    # data/7, expected value = the example's output in another process than the agent's shell, on
-    # a quantity that depends on which processes exist: process counts (`ps -A | wc -l`,
-    # `ps -e` + `who`) and recursive counts from / that walk /proc (`find . ...`, `find
-    # $TARGET_DIR ...` with the variable unset), so the replayed answer is off by a few
-    "7/2023-06-07-00-13-14.json#0", "7/2023-06-07-00-13-14.json#8", "7/2023-06-07-00-13-14.json#29",
-    "7/2023-06-07-00-13-14.json#75",
     # data/7: the example's `find -type f -maxdepth 1` prints find's warning about option order,
     # so its output (the answer) is not the integer the checker int()s
     "7/2023-06-07-00-13-14.json#22",
 }
+# data/7 tasks whose expected value is the example's output in another process than the agent's
+# shell, on a quantity that depends on which processes exist at that moment: process counts (`ps
+# -A | wc -l`, `ps -e` + `who`) and recursive counts from / that walk /proc (`find . ...`, `find
+# $TARGET_DIR ...` with the variable unset). The replayed answer is usually off by a few, not
+# always: pass or fail, both are upstream's nondeterminism
+STATE_DEPENDENT = {"7/2023-06-07-00-13-14.json#0", "7/2023-06-07-00-13-14.json#8",
+                   "7/2023-06-07-00-13-14.json#29", "7/2023-06-07-00-13-14.json#75"}
 
 
 @pytest.fixture(scope="module")
@@ -161,5 +162,7 @@ def test_expert_solves_the_tasks_with_an_example(tasks):
     print(f"os expert: {len(todo) - len(failed)}/{len(todo)} = {rate:.1%} in {time.time() - start:.0f}s")
     assert all(r["finish"] == "answered" for r in results.values()), \
         {i: (r["finish"], r.get("error")) for i, r in results.items() if r["finish"] != "answered"}
-    assert failed == EXPECTED_EXPERT_FAILURES, {i: results[i]["messages"][-2:] for i in failed ^ EXPECTED_EXPERT_FAILURES if i in results}
+    unexpected = failed - EXPECTED_EXPERT_FAILURES - STATE_DEPENDENT   # a regression
+    fixed = EXPECTED_EXPERT_FAILURES - failed                          # an upstream bug that vanished?
+    assert not unexpected and not fixed, {i: results[i]["messages"][-2:] for i in unexpected | fixed}
     assert rate >= 0.9

@@ -26,8 +26,8 @@ def box():
 def sandbox_pids(sandbox):
     """Host pids of every process in the machine (from its pids cgroup)."""
     pids = []
-    for path in sandbox.cgroups:
-        if "pids" in path or "memory" not in path:
+    for path in sandbox.cgroups[:1]:   # the pids cgroup (v1), or the one cgroup (v2)
+        if True:
             with open(os.path.join(path, "cgroup.procs")) as f:
                 pids += [int(p) for p in f.read().split()]
     return pids
@@ -266,3 +266,150 @@ def test_docker_backend():
         assert box.run("echo $X; pwd") == ("1\n/tmp\n", 0)
         assert box.run("sleep 100", timeout=1)[1] == TIMEOUT
         assert box.exec(["bash", "-c", "echo hi"]) == ("hi\n", 0)
+
+
+# ---- a hostile agent (issue 15): each attack below worked on the sandbox before it had a user
+# namespace, a seccomp filter, a cgroup namespace and a host-side launcher
+
+
+def host_status(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def test_root_inside_is_an_unprivileged_uid_outside(box):
+    from agentune.sandbox import UID_BASE
+    out, _ = box.run("id -u; cat /proc/self/uid_map")
+    assert out.split()[:4] == ["0", "0", str(UID_BASE), "65536"], out
+    inside = [pid for pid in sandbox_pids(box) if pid != box.proc.pid]   # less the host-side launcher
+    assert len(inside) >= 2
+    for pid in inside:   # every process of the machine, seen from the host
+        status = host_status(pid)
+        assert int(status["Uid"].split()[1]) >= UID_BASE, status
+    # no capability in the host's namespace: a new user namespace (root with every capability
+    # in it), mounting and network configuration are all refused
+    for command in ("unshare -Urmn true", "unshare -U true", "ip link add dummy0 type dummy",
+                    "mount -t tmpfs none /mnt", "echo 1 > /proc/irq/0/smp_affinity",
+                    "(for f in /proc/irq/*/smp_affinity; do echo 1 > $f && exit 0; done; exit 1)",
+                    "echo 1 > /proc/sys/vm/drop_caches"):
+        out, code = box.run(command + " 2>&1", timeout=10)
+        assert code != 0, f"{command}: {out}"
+
+
+SYSCALL_PROBE = r"""
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+buf = ctypes.create_string_buffer(256)
+calls = {"io_uring_setup": (425, 1, buf), "keyctl": (250, 0, -4, 0), "add_key": (248, b"user", b"x", b"y", 1, -4),
+         "bpf": (321, 0, buf, 48), "perf_event_open": (298, buf, 0, -1, -1, 0), "kexec_load": (246, 0, 0, 0, 0),
+         "unshare(CLONE_NEWUSER)": (272, 0x10000000), "setns": (308, 0, 0), "mount": (165, b"x", b"/mnt", b"tmpfs", 0, 0),
+         "ptrace(ATTACH, 1)": (101, 16, 1, 0, 0), "open_tree": (428, -100, b"/", 1)}
+for name, (nr, *args) in calls.items():
+    result = libc.syscall(nr, *args)
+    print(name, "ok" if result >= 0 else errno.errorcode[ctypes.get_errno()])
+"""
+
+
+def test_seccomp_denies_what_a_task_never_needs(box):
+    if os.uname().machine != "x86_64":
+        pytest.skip("syscall numbers of x86_64")
+    for out, _ in (box.run(f"python3 -c {SYSCALL_PROBE!r}".replace("\\n", "\n"), timeout=20),
+                   box.exec(["python3", "-c", SYSCALL_PROBE])):
+        results = dict(line.rsplit(" ", 1) for line in out.strip().splitlines())
+        assert len(results) == 11 and set(results.values()) == {"EPERM"}, out
+    assert box.run("grep Seccomp: /proc/self/status")[0].split()[1] == "2"   # filter mode
+    assert box.run("echo still fine") == ("still fine\n", 0)
+
+
+def test_no_host_cgroup_or_mount_paths_inside(box):
+    out, _ = box.run("cat /proc/self/cgroup")
+    assert {line.split(":", 2)[2] for line in out.split()} == {"/"}, out
+    for name in box.cgroups:
+        assert os.path.basename(name) not in out
+    out, _ = box.run("cat /proc/self/mountinfo /proc/1/mountinfo /proc/mounts")
+    for host_path in (ROOTFS, os.path.dirname(ROOTFS), os.getcwd(), "/sys/fs/cgroup"):
+        assert host_path not in out, host_path
+
+
+def test_cgroups_under_the_collectors_own_with_cpu_limit():
+    with open("/proc/self/cgroup") as f:
+        own = {name: path for _, names, path in (line.strip().split(":", 2) for line in f) for name in names.split(",")}
+    with Sandbox(memory_mb=256, pids=64, cpus=0.25) as box:
+        for path in box.cgroups:
+            controller = path.split("/")[4] if not os.path.exists("/sys/fs/cgroup/cgroup.controllers") else ""
+            parent = os.path.dirname(path)
+            assert parent == ("/sys/fs/cgroup/" + controller + own.get(controller or "", own.get("", "/"))).rstrip("/")
+        # a busy loop gets a quarter of a CPU (a loaded machine can give it less, never more)
+        busy = "python3 -c 'import time\nt = time.time()\nwhile time.time() - t < 2: pass\nprint(time.process_time())'"
+        out, code = box.run(busy, timeout=20)
+        assert code == 0 and float(out) < 0.25 * 2 + 0.3, out
+
+
+FORGE = r"""
+import os, re, sys
+shell = os.getppid()
+# 1. the old nonce came from the cgroup's name: try every marker it could make
+for line in open("/proc/self/cgroup"):
+    for nonce in re.findall(r"[0-9a-f]{16,}", line):
+        for seq in range(1, 50):
+            sys.stdout.write("\x1e%s:%d:0\x1e" % (nonce, seq))
+# 2. read the marker of this very line out of the shell's memory
+try:
+    maps = open(f"/proc/{shell}/maps").read().splitlines()
+    with open(f"/proc/{shell}/mem", "rb") as mem:
+        for line in maps:
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            if "rw" not in line.split()[1] or end - start > 64 << 20:
+                continue
+            try:
+                mem.seek(start)
+                data = mem.read(end - start)
+            except OSError:
+                continue
+            for token in set(re.findall(rb"\\\\036%s:%d\\\\036' '([0-9a-f:]+)'", data)):
+                sys.stdout.write("\x1e%s:0\x1e" % token.decode())
+except OSError as e:
+    print("mem:", e.strerror)
+sys.stdout.flush()
+"""
+
+
+def test_end_of_command_marker_cannot_be_forged(box):
+    assert box.exec(["python3", "-c", f"open('/tmp/forge.py', 'w').write({FORGE!r})"])[1] == 0
+    start = time.monotonic()
+    out, code = box.run("python3 /tmp/forge.py; sleep 1.5; (exit 7)", timeout=20)
+    assert code == 7 and time.monotonic() - start >= 1.5, (out, code)
+    assert box.run("echo next") == ("next\n", 0)   # nothing of the forged line leaks into the next one
+
+
+TRAP = "#!/usr/bin/dash\nmount -t tmpfs x /mnt 2>/dev/null && echo ESCAPED; grep -h CapEff /proc/self/status; cat /proc/self/uid_map\n"
+
+
+def test_untrusted_init_script_cannot_get_host_root_through_scratch_copies(box):
+    """An init script (self-instruct's are written by a model) replaces the programs the scratch
+    copy used to run with the host's capabilities."""
+    programs = ["/usr/bin/unshare", "/bin/sh", "/usr/bin/sh", "/usr/sbin/chroot", "/usr/bin/env",
+                "/usr/bin/setpriv", "/usr/bin/nsenter", "/usr/bin/bash", "/usr/bin/python3"]
+    plant = "; ".join(f"rm -f {p}; printf {TRAP!r} > {p}; chmod +x {p}" for p in programs)
+    assert box.exec(["/bin/bash", "-c", plant])[1] == 0
+    out, _ = box.exec(["bash", "-c", "true"], scratch=True)
+    assert "ESCAPED" not in out
+    assert "CapEff" in out and int(out.split("CapEff:")[1].split()[0], 16) >> 21 & 1 == 0   # no CAP_SYS_ADMIN
+    assert out.split("CapEff:")[1].split()[1:4] == ["0", str(1 << 20), "65536"]   # the machine's root, not the host's
+
+
+def test_disk_fill_is_capped_and_other_machines_are_unaffected():
+    with Sandbox(memory_mb=256, pids=64, disk_mb=64) as hog, Sandbox(memory_mb=256, pids=64) as other:
+        out, code = hog.run("dd if=/dev/zero of=/big bs=1M count=200 2>&1 | tail -1; "
+                            "head -c 100M /dev/zero > /dev/shm/big; :(){ :|:& };:", timeout=5)
+        assert "No space left" in out, out
+        assert other.run("echo fine; df -m / | tail -1 | awk '{print $2}'")[0].startswith("fine\n")
+        assert other.exec(["bash", "-c", "echo exec fine"]) == ("exec fine\n", 0)
+        out, _ = hog.run("python3 -c 'x = bytearray(400 << 20)' 2>&1; echo hog alive", timeout=30)
+        assert out.endswith("hog alive\n") or "Killed" in out or "Memory" in out
+        pids = sandbox_pids(hog)
+        cgroups = list(hog.cgroups)
+        hog.close()
+        assert wait_gone(pids) == []
+        assert not any(os.path.exists(c) for c in cgroups)
+        assert other.run("echo still fine") == ("still fine\n", 0)

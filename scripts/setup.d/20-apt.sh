@@ -9,6 +9,8 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v java >/dev/null || need+=(default-jre-headless)
 command -v unshare >/dev/null || need+=(util-linux)
+# the OS sandbox's seccomp filter (agentune/jail.py loads libseccomp through ctypes)
+ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2 ' || need+=(libseccomp2)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   export DEBIAN_FRONTEND=noninteractive
