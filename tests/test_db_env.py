@@ -302,15 +302,65 @@ def test_agent_sql_cannot_touch_the_host(env, tmp_path):
     assert not target.exists()
 
 
+def test_mysql_episode_account_sees_only_its_own_database(mariadb):
+    """Each episode's SQL runs as an account of its own: it cannot list, read or drop another
+    episode's database, raise its own statement time limit, or outlive its episode."""
+    import pymysql
+    mine, other = DBEnv(**mariadb.settings), DBEnv(**mariadb.settings)
+    try:
+        mine.reset(crafted_task("other", ["26"]))
+        other.reset(crafted_task("other", ["26"]))
+        theirs = other.db.db
+        shown = mine.step(operation("SHOW DATABASES")).observation
+        assert mine.db.db in shown and theirs not in shown
+        for sql in (f"DROP DATABASE `{theirs}`", f"SELECT * FROM `{theirs}`.Towers",
+                    "CREATE USER 'x'@'%'", "SET GLOBAL max_statement_time = 0"):
+            step = mine.step(operation(sql))
+            assert step.info["valid_action"] is False and ("denied" in step.observation.lower()
+                                                           or "1227" in step.observation), (sql, step.observation)
+        assert other.step(operation("SELECT Floors FROM Towers LIMIT 1")).observation == "[('26',)]"
+        # raising its own limit lasts one statement at most: the next one runs under the cap again
+        mine.statement_timeout = mine.db.statement_timeout = 1.0
+        assert mine.step(operation("SET SESSION max_statement_time = 0")).info["valid_action"]
+        step = mine.step(operation("SELECT SLEEP(5)"))
+        assert step.observation in ("[(1,)]", "1969 (70100): Query execution was interrupted (max_statement_time exceeded)"), step.observation
+        user = mine.db.user
+    finally:
+        mine.close()
+        other.close()
+    root = pymysql.connect(unix_socket=mariadb.socket, user="root")
+    with root.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM mysql.user WHERE User = %s", (user,))
+        assert cursor.fetchone()[0] == 0   # the episode's account is gone with it
+    root.close()
+
+
+def test_sqlite_memory_is_capped():
+    """SQLite runs in the collector: a statement cannot make a huge value or fill memory."""
+    env = DBEnv()
+    try:
+        env.reset(crafted_task("other", ["26"]))
+        step = env.step(operation("SELECT length(zeroblob(1000000000))"))
+        assert step.info["valid_action"] is False and "too big" in step.observation
+        env.statement_timeout = env.db.statement_timeout = 2.0
+        step = env.step(operation("CREATE TABLE big AS WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL "
+                                  "SELECT n + 1 FROM r) SELECT n, zeroblob(4000) AS pad FROM r"))
+        assert step.info["valid_action"] is False
+        assert "full" in step.observation or "interrupted" in step.observation, step.observation
+        assert env.step(operation("SELECT Floors FROM Towers LIMIT 1")).observation == "[('26',)]"
+    finally:
+        env.close()
+
+
 def test_lost_server_connection_is_env_error(mariadb):
     import pymysql
-    env = DBEnv(backend="mysql", host="127.0.0.1", port=mariadb.port, user="agent")  # over TCP this time
+    env = DBEnv(backend="mysql", host="127.0.0.1", port=mariadb.port, user="agentune")  # over TCP this time
     task = crafted_task("other", ["26"])
     env.reset(task)
     assert env.step(operation("SELECT Floors FROM Towers LIMIT 1")).observation == "[('26',)]"
     admin = pymysql.connect(unix_socket=mariadb.socket, user="root")
     with admin.cursor() as cursor:
-        cursor.execute(f"KILL {env.db.conn.thread_id()}")
+        cursor.execute(f"KILL {env.db.agent_conn.thread_id()}")
     admin.close()
     step = env.step(operation("SELECT Floors FROM Towers LIMIT 1"))
     assert step.done and step.finish == "env_error" and "lost connection" in step.info["error"].lower()

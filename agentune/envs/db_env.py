@@ -93,6 +93,11 @@ ANSWER_RE = re.compile(r"\nFinal Answer:(.*)")
 MODIFICATION_TYPES = ("INSERT", "UPDATE", "DELETE")
 MAX_OBSERVATION_CHARS = 800  # AgentBench cuts longer results and appends "[TRUNCATED]"
 MAX_ROWS = 10_000            # rows kept from one result (a runaway join cannot fill memory)
+# an episode's database is capped: what one statement may build (a string or blob), how big the
+# database and its temporary tables may grow, and how much server memory a MySQL session may use
+MAX_VALUE_BYTES = 8 << 20
+MAX_DATABASE_BYTES = 256 << 20
+SQLITE_PROCESS_HEAP_BYTES = 4 << 30   # a backstop over all episodes of the collector process
 
 
 class DatabaseFailure(Exception):
@@ -155,6 +160,15 @@ class SQLiteDatabase(Database):
         self.conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         # no ATTACH (nor VACUUM INTO, which attaches): the agent's SQL must not write host files
         self.conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        # SQLite runs inside the collector: cap what the agent's SQL can allocate. No value larger
+        # than MAX_VALUE_BYTES (zeroblob(1e9) fails at once), the database and its temporary
+        # tables (sorts, materialised CTEs, kept in memory) at most MAX_DATABASE_BYTES each, and
+        # SQLite's whole heap in this process as a backstop; time: the progress handler below
+        self.conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+        pages = MAX_DATABASE_BYTES // 4096
+        for pragma in ("page_size = 4096", f"max_page_count = {pages}", "temp_store = MEMORY",
+                       f"temp.max_page_count = {pages}", f"hard_heap_limit = {SQLITE_PROCESS_HEAP_BYTES}"):
+            self.conn.execute(f"PRAGMA {pragma}")
         self.conn.create_collation("mysql_ci", mysql_collation)
         self.conn.set_progress_handler(lambda: time.monotonic() > self.deadline, 10_000)
         columns = [c["name"] for c in table["table_info"]["columns"]]
@@ -187,40 +201,64 @@ class MySQLDatabase(Database):
         return "`" + name.replace("`", "``") + "`"
 
     def __init__(self, server, table, statement_timeout):
+        """`server` names the administering account (it creates databases and accounts). The
+        agent's SQL runs on a second connection, as an account made for this episode that can
+        reach only this episode's database: it can neither see nor drop another episode's."""
         import pymysql
-        self.table, self.conn = table, None
-        self.db = f"agentune_{uuid.uuid4().hex[:16]}"
+        self.table, self.conn, self.agent_conn = table, None, None
+        self.statement_timeout = statement_timeout
+        name = uuid.uuid4().hex[:16]
+        self.db, self.user = f"agentune_{name}", f"ep_{name}"
         self.table_ref = f"{self.quote(self.db)}.{self.quote(table['table_name'])}"
         # TLS buys nothing on this machine and costs ~80 ms a connection (PyMySQL tries it by default)
         local = bool(server["unix_socket"]) or server["host"] in ("127.0.0.1", "localhost", "::1")
+        options = dict(charset="utf8mb4", autocommit=True, connect_timeout=10,
+                       read_timeout=statement_timeout + 60, write_timeout=60, ssl_disabled=local)
         try:
-            self.conn = pymysql.connect(**server, charset="utf8mb4", autocommit=True, connect_timeout=10,
-                                        read_timeout=statement_timeout + 60, write_timeout=60,
-                                        ssl_disabled=local)
+            self.conn = pymysql.connect(**server, **options)
         except pymysql.err.MySQLError as e:
             raise DatabaseFailure(f"cannot connect to the MySQL/MariaDB server: {e}") from e
         columns = [c["name"] for c in table["table_info"]["columns"]]
         rows = table_values(table)
+        password = uuid.uuid4().hex
         try:
             with self.conn.cursor() as cursor:
                 cursor.execute(f"CREATE DATABASE {self.quote(self.db)} CHARACTER SET utf8mb4")
                 cursor.execute(f"USE {self.quote(self.db)}")
-                cursor.execute(f"SET SESSION max_statement_time = {float(statement_timeout)}")
                 column_defs = ", ".join(f"{self.quote(c)} TEXT" for c in columns)
                 cursor.execute(f"CREATE TABLE {self.quote(table['table_name'])} ({column_defs})")
                 if rows:
                     marks = "(" + ", ".join(["%s"] * len(columns)) + ")"
                     cursor.execute(f"INSERT INTO {self.quote(table['table_name'])} VALUES "
                                    + ", ".join([marks] * len(rows)), [v for row in rows for v in row])
+                for host in ("localhost", "%"):
+                    # (with a parameter, pymysql formats the text: the host '%' is written '%%')
+                    cursor.execute(f"CREATE USER '{self.user}'@'{host.replace('%', '%%')}' IDENTIFIED BY %s",
+                                   (password,))
+                    # (`_` is a wildcard in a GRANT's database name: escaped, it names this one only)
+                    cursor.execute(f"GRANT ALL ON {self.quote(self.db.replace('_', chr(92) + '_'))}.* "
+                                   f"TO '{self.user}'@'{host}'")
         except pymysql.err.MySQLError as e:
             # e.g. MySQL rejects an empty column name (AgentBench's MySQL did too)
             self.close()
             raise DatabaseFailure(f"the server could not set up the task's table: {e}") from e
+        try:
+            self.agent_conn = pymysql.connect(**{**server, "user": self.user, "password": password},
+                                              database=self.db, **options)
+        except pymysql.err.MySQLError as e:
+            self.close()
+            raise DatabaseFailure(f"cannot connect as the episode's account: {e}") from e
 
-    def execute(self, sql):
+    def execute(self, sql, as_admin=False):
         import pymysql
         try:
-            with self.conn.cursor() as cursor:
+            with (self.conn if as_admin else self.agent_conn).cursor() as cursor:
+                if not as_admin:
+                    # the caps, set again before every statement: a session may change its own
+                    # variables, but only for the statements after the SET (one statement per call)
+                    cursor.execute(f"SET SESSION max_statement_time = {float(self.statement_timeout)}, "
+                                   f"max_session_mem_used = {MAX_DATABASE_BYTES}, "
+                                   f"max_heap_table_size = {MAX_DATABASE_BYTES}, tmp_table_size = {MAX_DATABASE_BYTES}")
                 cursor.execute(sql)
                 return list(cursor.fetchmany(MAX_ROWS))
         except pymysql.err.InterfaceError as e:
@@ -234,12 +272,29 @@ class MySQLDatabase(Database):
             sqlstate = getattr(e, "sqlstate", None)
             raise SQLError(f"{code} ({sqlstate}): {message}" if sqlstate else f"{code}: {message}") from None
 
+    def table_rows(self):
+        """Read by the administering account: the episode's account may have been used to break
+        its own session."""
+        columns = ", ".join(self.quote(c["name"]) for c in self.table["table_info"]["columns"])
+        try:
+            return self.execute(f"SELECT {columns} FROM {self.table_ref}", as_admin=True)
+        except SQLError:
+            return None
+
     def close(self):
+        if self.agent_conn is not None:
+            try:
+                self.agent_conn.close()
+            except Exception:
+                pass
+            self.agent_conn = None
         if self.conn is None:
             return
         try:
             with self.conn.cursor() as cursor:
                 cursor.execute(f"DROP DATABASE IF EXISTS {self.quote(self.db)}")
+                for host in ("localhost", "%"):
+                    cursor.execute(f"DROP USER IF EXISTS '{self.user}'@'{host}'")
         except Exception:
             pass  # the connection is gone; a scratch server is thrown away whole
         try:
@@ -542,7 +597,8 @@ def find_mariadbd():
 
 class MariaDBServer:
     """A throwaway MariaDB server: own data dir in a temp dir, own unix socket and a free port on
-    127.0.0.1; root (socket, no password) administers it, the account `agent` runs the episodes.
+    127.0.0.1. The account `agentune` administers the episodes (creates each one's database and
+    account, nothing else); each episode's SQL runs as an account of its own.
     `with MariaDBServer() as server: env = DBEnv(**server.settings)`. Stopping it removes
     everything; the server dies with the process that started it."""
 
@@ -595,19 +651,22 @@ class MariaDBServer:
                     self.stop()
                     raise RuntimeError(f"mariadbd did not start:\n{tail}") from None
                 time.sleep(0.1)
-        # the agent's account: everything on the episode databases, nothing on the server (no
-        # FILE, SHUTDOWN, SUPER: agent SQL cannot read or write host files or stop the server)
+        # the administering account: the episode databases and accounts, nothing on the server (no
+        # FILE, SHUTDOWN, SUPER). Anonymous accounts would shadow the episodes' '%' accounts
         with root.cursor() as cursor:
+            cursor.execute("DELETE FROM mysql.global_priv WHERE User = ''")
+            cursor.execute("FLUSH PRIVILEGES")
             for host in ("localhost", "127.0.0.1"):
-                cursor.execute(f"CREATE USER 'agent'@'{host}'")
-                cursor.execute(f"GRANT ALL ON `agentune\\_%`.* TO 'agent'@'{host}'")
+                cursor.execute(f"CREATE USER 'agentune'@'{host}'")
+                cursor.execute(f"GRANT ALL ON `agentune\\_%`.* TO 'agentune'@'{host}' WITH GRANT OPTION")
+                cursor.execute(f"GRANT CREATE USER ON *.* TO 'agentune'@'{host}'")
         root.close()
         return self
 
     @property
     def settings(self):
         """DBEnv keyword arguments for this server (the socket; host/port work too)."""
-        return dict(backend="mysql", host="127.0.0.1", port=self.port, user="agent", password="",
+        return dict(backend="mysql", host="127.0.0.1", port=self.port, user="agentune", password="",
                     unix_socket=self.socket)
 
     def stop(self):
