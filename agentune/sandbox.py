@@ -357,68 +357,11 @@ class Sandbox(Shell):
 # (argv + the pipe for their output) and answer with their exit codes; reap every orphan (we are
 # init). It ends when the shell ends or the host's end of the socket closes, and then the kernel
 # kills whatever is left in the namespace.
-INIT = r"""
-import ctypes, fcntl, json, os, signal, socket, sys, termios
-ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)   # PR_SET_DUMPABLE 0
-for s in (signal.SIGINT, signal.SIGPIPE, signal.SIGXFSZ):
-    signal.signal(s, signal.SIG_DFL)
-control = socket.socket(fileno=int(sys.argv[1]))
-shell = os.fork()
-if shell == 0:
-    os.setsid()
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-    bash = int(sys.argv[2])   # a copy of /usr/bin/bash we cannot read: the shell is non-dumpable
-    os.closerange(3, bash)
-    os.closerange(bash + 1, 1024)
-    os.set_inheritable(bash, False)
-    os.execve(bash, ['bash', '--login', '--noediting', '-i'], os.environ)
-jobs = {}
+# (kept in its own file, agentune/sandbox_init.py, and passed to the machine's python3 as text)
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_init.py"), encoding="utf-8") as _f:
+    INIT = _f.read()
 
-def reap(*_):
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        if pid == shell:
-            os._exit(0)
-        if pid in jobs:
-            code = os.waitstatus_to_exitcode(status)
-            control.send(json.dumps([jobs.pop(pid), code if code >= 0 else 128 - code]).encode())
 
-signal.signal(signal.SIGCHLD, reap)
-while True:
-    message, fds, _, _ = socket.recv_fds(control, 1 << 20, 1)
-    if not message:
-        os._exit(0)
-    request = json.loads(message)
-    if 'kill' in request:
-        for pid, job in jobs.items():
-            if job == request['kill']:
-                os.killpg(pid, signal.SIGKILL)
-        continue
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})   # register it before reaping it
-    pid = os.fork()
-    if pid == 0:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.setsid()
-        os.dup2(os.open('/dev/null', os.O_RDONLY), 0)
-        os.dup2(fds[0], 1)
-        os.dup2(fds[0], 2)
-        os.closerange(3, 1024)
-        os.chdir('/')
-        try:
-            os.execvp(request['argv'][0], request['argv'])
-        except OSError as e:
-            print(f"{request['argv'][0]}: {e.strerror}", file=sys.stderr)
-            os._exit(127)
-    os.close(fds[0])
-    jobs[pid] = request['id']
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-"""
 # ---- cgroups: pids, memory and CPU limits per machine, made under the collector's own cgroups
 # (a machine stays inside a slurm job's limits): cgroup v2, or v1 pids + memory (+ cpu)
 
