@@ -12,8 +12,8 @@ import time
 import pytest
 
 from agentune.envs.base import Task
-from agentune.envs.db_env import (INSTRUCTIONS, DatabaseFailure, DBEnv, MariaDBServer,
-                                  find_mariadbd, remove_stale_servers, score_answer)
+from agentune.envs.db_env import INSTRUCTIONS, DatabaseFailure, DBEnv, score_answer
+from agentune.mariadb import MariaDBServer, find_mariadbd, remove_stale_servers
 from agentune.records import DataError
 
 TASKS = DBEnv.load_tasks()  # the public dev set
@@ -416,7 +416,7 @@ def test_backends_agree(expert_runs):
 def test_server_dies_with_its_parent():
     """kill -9 of the process that started a server must not leave mariadbd running."""
     require_mariadbd()
-    script = ("import sys, time; from agentune.envs.db_env import MariaDBServer\n"
+    script = ("import sys, time; from agentune.mariadb import MariaDBServer\n"
               "server = MariaDBServer().start(); print(server.process.pid, server.dir, flush=True); time.sleep(600)")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
