@@ -10,7 +10,6 @@ them with its reason and the detail (which turn, which eval task, how many token
 """
 import json
 import os
-import re
 from collections import Counter, defaultdict
 
 from tqdm import tqdm
@@ -47,14 +46,14 @@ from agentune.config import configure, save_config  # noqa: E402
 config = configure(globals())
 
 from agentune.chat import encode  # noqa: E402
-from agentune.envs import ENVS, env_class  # noqa: E402
+from agentune.decontam import eval_index, load_env  # noqa: E402
+from agentune.envs import ENVS  # noqa: E402
 from agentune.model import load_tokenizer  # noqa: E402
 from agentune.records import (DataError, agent_message_indices, episode_messages, expand_paths,  # noqa: E402
                               read_jsonl, to_messages, write_jsonl)
 
 RULES = ["finish", "reward", "format", "repetition", "contamination", "length", "duplicate", "per_task"]
 REQUIRED = {"id": str, "env": str, "messages": list, "reward": (int, float), "finish": (str, type(None))}
-TASK_TEXT_FIELDS = ("prompt", "question", "description", "instruction", "task", "query", "text")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,85 +97,6 @@ def task_text(record):
     before = record["messages"][:replies[0]] if replies else record["messages"]
     users = [m["content"] for m in before if m["role"] == "user"]
     return users[-1] if users else ""
-
-
-# ---------------------------------------------------------------------------------------------
-# Decontamination: word n-gram overlap with the evaluation tasks
-
-def words(text):
-    return re.findall(r"\w+", text.lower())
-
-
-def ngrams(tokens, n):
-    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
-
-
-def read_task_file(path):
-    if path.endswith(".json"):  # a pretty-printed list or object (AgentBench OS task files)
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{e.lineno}", f"invalid JSON ({e.msg})") from None
-        items = data if isinstance(data, list) else [data]
-        return [(f"{path}[{i}]", item) for i, item in enumerate(items)]
-    return list(read_jsonl(path))
-
-
-def load_eval_tasks(spec):
-    """(name, text) of every evaluation task of one eval_tasks entry."""
-    env_split = re.fullmatch(r"([a-z0-9_]+)(?::(.+))?", spec)
-    if env_split and env_split.group(1) in ENVS:
-        env, split = env_split.groups()
-        tasks = [(f"{env}/{task.id}", task.prompt) for task in load_env(env).load_tasks(split=split)]
-    else:
-        tasks = []
-        for path in expand_paths([spec]):
-            for where, item in read_task_file(path):
-                field = next((k for k in TASK_TEXT_FIELDS if isinstance(item, dict) and item.get(k)), None)
-                if field is None:
-                    raise DataError(where, "eval task without a task text",
-                                    f"give it one of the fields {', '.join(TASK_TEXT_FIELDS)}")
-                tasks.append((where, item[field]))
-    if not tasks:
-        raise SystemExit(f"--eval_tasks: {spec!r} gives no tasks; check the split name or the files")
-    return tasks
-
-
-def load_env(env):
-    try:
-        return env_class(env)
-    except ImportError as e:
-        raise SystemExit(f"the {env} environment cannot be loaded ({e}): it is needed to check the format "
-                         f"of {env} trajectories and to read its eval tasks") from None
-
-
-class EvalIndex:
-    """The n-grams of the eval tasks. An eval task shorter than n words is one n-gram of its own
-    length, so a short task copied verbatim is caught too."""
-
-    def __init__(self, tasks, n):
-        self.tasks = tasks
-        self.index = defaultdict(lambda: defaultdict(list))   # size -> n-gram -> task numbers
-        self.sizes = []
-        for i, (_, text) in enumerate(tasks):
-            tokens = words(text)
-            size = min(n, len(tokens))
-            grams = ngrams(tokens, size) if size else set()
-            self.sizes.append(len(grams))
-            for gram in grams:
-                self.index[size][gram].append(i)
-
-    def best_match(self, text):
-        """(share of the eval task's n-grams found in text, eval task number) of the closest task."""
-        tokens = words(text)
-        hits = Counter()
-        for size, grams in self.index.items():
-            for gram in ngrams(tokens, size):
-                hits.update(grams.get(gram, ()))
-        if not hits:
-            return 0.0, None
-        return max((count / self.sizes[i], i) for i, count in hits.items())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,13 +180,8 @@ for path in paths:
         episodes.append((where, record))
 print(f"read {len(episodes)} episodes from {len(paths)} files")
 
-eval_list, eval_counts = [], {}
-for spec in eval_tasks:
-    tasks = load_eval_tasks(spec)
-    eval_list += tasks
-    eval_counts[spec] = len(tasks)
-index = EvalIndex(eval_list, decontam_n)
-print(f"decontamination: {len(eval_list)} eval tasks ({decontam_n}-grams, drop at >= {decontam_overlap:.0%} "
+index, eval_counts = eval_index(eval_tasks, decontam_n)
+print(f"decontamination: {len(index.tasks)} eval tasks ({decontam_n}-grams, drop at >= {decontam_overlap:.0%} "
       f"of an eval task's n-grams): " + ", ".join(f"{spec} {n}" for spec, n in eval_counts.items()))
 
 dropped = []          # (where, record, rule, detail)

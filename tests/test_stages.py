@@ -7,7 +7,7 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STAGES = ["01_collect.py", "02_filter.py", "03_mix.py", "04_train.py", "05_eval.py"]
+STAGES = ["00_instruct.py", "01_collect.py", "02_filter.py", "03_mix.py", "04_train.py", "05_eval.py"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
