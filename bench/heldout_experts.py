@@ -6,11 +6,8 @@ test episodes take ~20 minutes on one core.
     .venv/bin/python bench/heldout_experts.py --envs=sciworld --sciworld_step_limit=1000
 """
 import collections
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from agentune.config import configure  # noqa: E402
 from agentune.envs import env_class  # noqa: E402
 

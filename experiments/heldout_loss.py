@@ -8,9 +8,7 @@ trajectories vs lower loss on held-out general conversations.
 """
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # -----------------------------------------------------------------------------
 model = ""            # a model dir; '' = the base model

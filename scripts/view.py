@@ -9,7 +9,6 @@ import html
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from agentune.config import configure  # noqa: E402
 from agentune.records import read_records  # noqa: E402
 

@@ -1,22 +1,6 @@
-"""Shared test fixtures: the repo root, a stage-script loader, and a tiny random model that uses
-the base model's tokenizer and chat template (training tests run in seconds on it)."""
-import importlib.util
-import os
-import sys
-
+"""Shared test fixtures: the base tokenizer and a tiny random model that uses the base model's
+tokenizer and chat template (training tests run in seconds on it). Helpers: agentune.testing."""
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PYTHON = sys.executable
-
-
-def load_stage(filename):
-    """Import a numbered stage script (e.g. '04_train.py') as a module without running it."""
-    path = os.path.join(REPO, filename)
-    spec = importlib.util.spec_from_file_location(filename[:-3].replace("0", "stage", 1), path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")
@@ -39,13 +23,3 @@ def tiny_model_dir(tmp_path_factory, base_tokenizer):
     LlamaForCausalLM(config).save_pretrained(out)
     base_tokenizer.save_pretrained(out)
     return str(out)
-
-
-def play_expert(env, task):
-    """Reset env on task and replay its expert to the end: (the prompt messages, the last step)."""
-    messages = env.reset(task)
-    for _ in range(env.max_turns):
-        step = env.step(env.expert_reply())
-        if step.done:
-            return messages, step
-    raise AssertionError(f"{task.id}: the expert did not finish in {env.max_turns} turns")

@@ -5,7 +5,7 @@ import subprocess
 
 import torch
 
-from conftest import PYTHON, REPO
+from agentune.testing import PYTHON, REPO
 
 
 def run(script, *args):
@@ -58,36 +58,37 @@ def test_heldout_loss_is_the_mean_over_trained_tokens(tmp_path, tiny_model_dir):
     assert abs(result["agent"]["loss"] - total / tokens) < 1e-3
 
 
-def test_results_verdicts_follow_the_numbers(tmp_path):
+def write_eval(study, run, task, group, successes, n=40):
+    """A 05_eval.py output of one task: results.json and its episodes (the first `successes` win)."""
+    from agentune import scoring
+    part = study / "eval" / run / "heldin"
+    (part / "episodes").mkdir(parents=True, exist_ok=True)
+    records = [{"task_id": f"t{i}", "env": task, "reward": float(i < successes), "success": i < successes,
+                "finish": "answered"} for i in range(n)]
+    write_jsonl(part / "episodes" / f"{task}.jsonl", records)
+    results = json.loads((part / "results.json").read_text()) if (part / "results.json").exists() else {"tasks": {}}
+    low, high = scoring.score_interval(records)
+    results["tasks"][task] = {"score": scoring.task_score(records), "n": n, "ci_low": low, "ci_high": high,
+                              "group": group}
+    (part / "results.json").write_text(json.dumps(results))
+
+
+def test_results_verdicts_follow_the_intervals(tmp_path):
     study = tmp_path / "study"
-    (study / "loss").mkdir(parents=True)
-
-    def losses(held_in, held_out, general):
-        sets = {"os": held_in, "db": held_in, "alfworld": held_in, "sciworld": held_out,
-                "miniwob": held_out, "gsm8k": general, "general": general}
-        return {"loss": {k: {"loss": v, "tokens": 100, "conversations": 8, "too_long_skipped": 0}
-                         for k, v in sets.items()}}
-    # agent data helps held-in and held-out, and costs general loss as eta grows
-    figures = {"base": (1.0, 1.0, 1.0), "eta0.0": (0.98, 1.02, 0.90), "eta0.2": (0.80, 0.95, 0.91),
-               "eta0.5": (0.70, 0.96, 0.95), "eta1.0": (0.60, 0.97, 1.10),
-               "teacher_filtered": (0.95, 1.0, 0.9), "teacher_unfiltered": (0.85, 1.0, 0.9)}
-    for run_name, (a, b, c) in figures.items():
-        (study / "loss" / f"{run_name}.json").write_text(json.dumps(losses(a, b, c)))
-    out = tmp_path / "RESULTS.md"
-    run("write_results.py", f"--study={study}", f"--out={out}", "--command=test")
-    text = out.read_text()
-    claims = text.split("## The paper's claims on these numbers")[1]
-    first, second, third = [line for line in claims.splitlines() if line[:2] in ("1.", "2.", "3.")]
-    assert first.count("**reproduced**") == 2
-    assert "**reproduced**" in second and "**not reproduced**" not in second
-    assert "held-in loss 0.980 → 0.800 → 0.700 → 0.600" in second
-    assert "**not reproduced**" in third          # filtered was worse here
-
-    # a difference smaller than the noise floor is neither claimed nor denied
-    figures["eta0.2"] = (0.80, 1.00, 0.91)
-    (study / "loss" / "eta0.2.json").write_text(json.dumps(losses(*figures["eta0.2"])))
-    run("write_results.py", f"--study={study}", f"--out={out}", "--command=test")
-    first = [line for line in out.read_text().splitlines() if line.startswith("1.")][0]
-    assert "held-in loss -0.200 vs base and -0.180 vs eta = 0 — **reproduced**" in first
-    assert "held-out loss +0.000 vs base and -0.020 vs eta = 0 — **within noise**" in first
-    assert "| eta0.2 | 0.800 | 0.800 | 0.800 | 0.950 | 0.950 | 0.910 | 0.910 |" in text
+    # alfworld: 0/40 -> 20/40 (intervals apart); db: 2/40 -> 5/40 (overlap); gsm8k: 10/40 -> 9/40
+    for run_name, (alf, db, gsm) in {"base": (0, 2, 10), "eta0.2": (20, 5, 9), "eta0.0": (0, 2, 12)}.items():
+        write_eval(study, run_name, "alfworld", "held_in", alf)
+        write_eval(study, run_name, "db", "held_in", db)
+        write_eval(study, run_name, "gsm8k", "general", gsm)
+    out_md, out_json = tmp_path / "RESULTS.md", tmp_path / "results.json"
+    run("write_results.py", f"--study={study}", f"--out_md={out_md}", f"--out_json={out_json}", "--command=test")
+    results = json.loads(out_json.read_text())["runs"]
+    assert set(results) == {"base", "eta0.0", "eta0.2"}
+    alf = results["eta0.2"]["tasks"]["alfworld"]
+    assert alf["score"] == 50.0 and alf["n"] == 40 and alf["ci_low"] < 50 < alf["ci_high"]
+    claims = out_md.read_text().split("## The paper's claims on these numbers")[1]
+    alf_line = next(line for line in claims.splitlines() if "- alfworld" in line)
+    assert "**reproduced**" in alf_line and "tuned alone 20, base alone 0" in alf_line
+    assert "**within noise**" in next(line for line in claims.splitlines() if "- db" in line)
+    assert "**kept**" in next(line for line in claims.splitlines() if "- gsm8k" in line)
+    assert "2. The eta sweep (eta0.0 / eta0.2, same compute)" in claims

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import play_expert
+from agentune.testing import play_expert
 from agentune.envs.miniwob_env import TASKS, MiniWoBEnv, walk
 
 SEEDS = [0, 1]

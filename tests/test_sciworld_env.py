@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import play_expert
+from agentune.testing import play_expert
 from agentune.envs import sciworld_env
 from agentune.envs.sciworld_env import SciWorldEnv, evaluation_variations
 

@@ -16,7 +16,6 @@ a judge model with FastChat's single-answer grading (fastchat/llm_judge: gen_jud
 Data: DATA_ROOT/mt_bench/question.jsonl, reference_answer/gpt-4.jsonl, judge_prompts.jsonl.
 """
 import ast
-import json
 import os
 import re
 
