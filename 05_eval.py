@@ -85,6 +85,7 @@ def prepare(task):
     if task in mc_files:
         task_list = env_class("mc").load_tasks(mc_files[task])
         examples = [t.data for t in task_list[:mc_shots]]
+        task_sets[task] = {"set": mc_files[task], "set_size": len(task_list) - mc_shots}
         return "mc", "general", spread(task_list[mc_shots:], limit), {"examples": examples, **env_options.get(task, {})}
     if task not in ENVS or task == "mc":
         raise SystemExit(f"--tasks: unknown task {task!r}; known: {', '.join(n for n in ENVS if n != 'mc')}"
