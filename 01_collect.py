@@ -28,6 +28,7 @@ temperature = 0.0
 top_p = 1.0
 max_tokens = 512             # per reply
 seed = 0                     # explorer: its search order (another seed, other trajectories: use another out_dir)
+hf_dtype = "auto"            # hf: auto (bf16 where the CPU/GPU computes it fast) | float32 (= plain fp32 greedy) | bfloat16
 workers = 8                  # concurrent episodes per environment
 max_turns = 0                # agent replies per episode; 0 = each env's own limit (AgentBench's)
 limit = 0                    # 0 = every task; N = the first N tasks of each env
@@ -69,7 +70,7 @@ save_config(config, os.path.join(out_dir, f"collect{suffix}.config.json"))
 
 player = make_agent(agent, model=model, base_url=base_url,
                     temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                    **({"seed": seed} if agent == "explorer" else {}))
+                    **({"seed": seed} if agent == "explorer" else {}), **({"dtype": hf_dtype} if agent == "hf" else {}))
 summaries = []
 try:
     for name, cls in env_classes.items():

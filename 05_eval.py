@@ -36,6 +36,8 @@ temperature = 0.0     # greedy: pass@1 and exact match as the papers report them
 max_tokens = 512      # new tokens per reply, capped by each task's upstream limit (AgentBench 128,
                       # ScienceWorld 256) unless upstream_reply_limits is False
 upstream_reply_limits = True
+hf_dtype = "auto"     # hf agent: auto (bf16 where the CPU/GPU computes it fast; replies can differ from
+                      # fp32's) | float32 (replies identical to plain fp32 greedy decoding) | bfloat16
 max_turns = 0         # agent replies per episode; 0 = each env's own limit (AgentBench's). Lower only
                       # for quick smoke runs: scores are then not comparable to the paper's
 # --- data: evaluation splits only, never what 01_collect.py collects from. Held-in: AgentBench's
@@ -112,7 +114,8 @@ if "mtbench" in task_names and not judge_model:
           "OpenAI-compatible endpoint; the model never judges itself)")
     task_names.remove("mtbench")
 prepared = {task: prepare(task) for task in task_names}
-agent_obj = make_agent(agent, model=model, base_url=base_url, temperature=temperature, max_tokens=max_tokens)
+agent_obj = make_agent(agent, model=model, base_url=base_url, temperature=temperature, max_tokens=max_tokens,
+                       **({"dtype": hf_dtype} if agent == "hf" else {}))
 agent_info = agent_obj.describe()
 if not label:
     label = os.path.basename(os.path.normpath(model)) if model else ("expert" if agent == "expert" else agent_info["model"])

@@ -6,7 +6,8 @@
 
 - expert: replays the task's reference solution (env.expert_reply()) through the real env.
 - openai: any OpenAI-compatible chat endpoint (GPT-4, a vLLM server, ...), with bounded retries.
-- hf: a local checkpoint in-process via transformers; concurrent episodes are batched together.
+- hf: a local checkpoint in-process via transformers: continuous batching across the concurrent
+  episodes, each keeping its KV cache across turns.
 
 An agent is shared by all worker threads of a run, so per-episode state lives in a thread-local
 (an episode runs start to end in one worker thread). Failures the runner must tell apart:
@@ -15,7 +16,6 @@ ContextLimit (the conversation no longer fits the model's context window).
 """
 import os
 import queue
-import random
 import threading
 import time
 from concurrent.futures import Future
@@ -79,8 +79,7 @@ class OpenAIAgent(Agent):
     kind = "openai"
 
     def __init__(self, model, base_url="", temperature=0.0, top_p=1.0, max_tokens=512,
-                 timeout_s=120.0, max_retries=6, backoff_s=1.0, max_backoff_s=30.0,
-                 max_calls=100, max_episode_tokens=1_000_000):
+                 timeout_s=120.0, max_retries=6, max_calls=100, max_episode_tokens=1_000_000):
         import openai
         if not model:
             raise SystemExit("the openai agent needs --model (the model name the endpoint serves)")
@@ -89,26 +88,20 @@ class OpenAIAgent(Agent):
         if not base_url and not api_key:
             raise SystemExit("the openai agent needs OPENAI_API_KEY (api.openai.com) or --base_url "
                              "(any OpenAI-compatible server, e.g. vLLM: http://host:8000/v1)")
-        # local servers (vLLM, llama.cpp) accept any key but the client insists on one
+        # local servers (vLLM, llama.cpp) accept any key but the client insists on one. The client
+        # retries what may pass (lost connections, timeouts, 408/409/429, 5xx) with exponential
+        # backoff and jitter, honouring the server's retry-after
         self.client = openai.OpenAI(api_key=api_key or "EMPTY", base_url=base_url or None,
-                                    timeout=timeout_s, max_retries=0)  # we retry ourselves, visibly
+                                    timeout=timeout_s, max_retries=max_retries)
         self.model, self.base_url = model, base_url
         self.sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
-        self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
+        self.max_retries = max_retries
         self.max_calls, self.max_episode_tokens = max_calls, max_episode_tokens
         self.episode = threading.local()
         self.openai = openai
 
     def start_episode(self):
         self.episode.calls, self.episode.tokens = 0, 0
-
-    def _backoff(self, attempt, error):
-        delay = min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)
-        response = getattr(error, "response", None)
-        retry_after = response.headers.get("retry-after") if response is not None else None
-        if retry_after and retry_after.replace(".", "", 1).isdigit():  # the server knows best
-            delay = min(self.max_backoff_s, float(retry_after))
-        time.sleep(delay)
 
     def reply(self, messages, env=None):
         if not hasattr(self.episode, "calls"):
@@ -118,24 +111,18 @@ class OpenAIAgent(Agent):
             raise LLMError(f"episode budget spent: {calls} calls (max {self.max_calls}), "
                            f"{tokens} tokens (max {self.max_episode_tokens})")
         chat = [{"role": m["role"], "content": m["content"]} for m in messages]
-        for attempt in range(self.max_retries + 1):
-            try:
-                response = self.client.chat.completions.create(model=self.model, messages=chat,
-                                                               **self.sampling)
-                break
-            except self.openai.OpenAIError as e:
-                status = getattr(e, "status_code", None)
-                # what may pass: lost connections, timeouts, rate limits, server errors (the
-                # statuses the openai client itself retries)
-                transient = isinstance(e, self.openai.APIConnectionError) or status in (408, 409, 429) \
-                    or (status or 0) >= 500
-                if not transient:
-                    if status and 400 <= status < 500 and _is_context_error(e):
-                        raise ContextLimit(str(e)) from None
-                    raise LLMError(f"{type(e).__name__}: {e}") from None  # auth, bad request, ...
-                if attempt == self.max_retries:
-                    raise LLMError(f"gave up after {attempt + 1} attempts: {type(e).__name__}: {e}") from None
-                self._backoff(attempt, e)
+        try:
+            response = self.client.chat.completions.create(model=self.model, messages=chat, **self.sampling)
+        except self.openai.OpenAIError as e:
+            status = getattr(e, "status_code", None)
+            # the statuses the client retried before giving up
+            transient = isinstance(e, self.openai.APIConnectionError) or status in (408, 409, 429) \
+                or (status or 0) >= 500
+            if transient:
+                raise LLMError(f"gave up after {self.max_retries + 1} attempts: {type(e).__name__}: {e}") from None
+            if status and 400 <= status < 500 and _is_context_error(e):
+                raise ContextLimit(str(e)) from None
+            raise LLMError(f"{type(e).__name__}: {e}") from None  # auth, bad request, ...
         if not response.choices:
             raise LLMError("the endpoint returned no choices")
         choice = response.choices[0]
@@ -149,101 +136,313 @@ class OpenAIAgent(Agent):
 
 
 # ---------------------------------------------------------------------------------------------
-# Local checkpoints (transformers), batched across the concurrent episodes of a run
+# Local checkpoints (transformers): continuous batching over per-episode KV caches
+
+def common_prefix(a, b):
+    """How many leading tokens the two id lists share."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def cpu_has_bf16():
+    """Whether the CPU multiplies bf16 natively (AMX on Sapphire Rapids, AVX-512 BF16 on Zen 4)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+class SlotCache:
+    """The keys and values of the conversations being generated, one row ("slot") each, in one
+    buffer [layers, 2 (key, value), slots, kv heads, capacity, head dim]. Rows hold different
+    lengths: a forward writes each row's new keys/values at that row's own positions and a 4-D
+    attention mask hides what lies beyond them, so a decode step copies no cache. The model's
+    attention layers call update(), the one part of transformers' Cache they use when given
+    explicit position ids and a 4-D mask."""
+
+    def __init__(self, config, dtype, device, slots=1, capacity=1024):
+        import torch
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.buf = torch.zeros(config.num_hidden_layers, 2, slots, heads, capacity, head_dim,
+                               dtype=dtype, device=device)
+        self.rows, self.pos, self.width = slice(0, 0), 0, 0  # what the current forward reads and writes
+
+    def reserve(self, slots, length):
+        """Room for this many slots of this many tokens (the buffer grows, never shrinks)."""
+        import torch
+        for dim, need in ((2, slots), (4, length)):
+            have = self.buf.shape[dim]
+            if need > have:
+                grow = list(self.buf.shape)
+                grow[dim] = max(need, 2 * have) - have if dim == 4 else need - have
+                self.buf = torch.cat([self.buf, self.buf.new_zeros(grow)], dim=dim)
+
+    def update(self, key, value, layer_idx, *args, **kwargs):
+        import torch
+        k, v = self.buf[layer_idx, 0, self.rows], self.buf[layer_idx, 1, self.rows]
+        if isinstance(self.pos, int):  # a prefill: consecutive positions from pos, one row
+            k[:, :, self.pos:self.pos + key.shape[2]] = key
+            v[:, :, self.pos:self.pos + key.shape[2]] = value
+        else:  # a decode step: one token per row, each at its own position
+            rows = torch.arange(key.shape[0], device=key.device)
+            k[rows, :, self.pos] = key[:, :, 0]
+            v[rows, :, self.pos] = value[:, :, 0]
+        return k[:, :, :self.width], v[:, :, :self.width]
+
+
+class Conversation:
+    """What the cache knows of one token sequence: its ids and their keys/values
+    [layers, 2, kv heads, len(ids), head dim] (kv None: nothing cached yet)."""
+
+    def __init__(self, ids=(), kv=None):
+        self.ids, self.kv = list(ids), kv
+
+
+@dataclass
+class _Request:
+    ids: list
+    limit: int                 # max new tokens
+    future: Future
+    conversation: Conversation  # the episode's cache, updated when the reply is done
+
+
+@dataclass
+class _Row:
+    request: _Request
+    length: int                # tokens whose keys/values are in the row's slot
+    tokens: list               # generated so far; the last one is not in the slot yet
+
 
 class HFAgent(Agent):
-    """Worker threads render their conversation and queue it; one generation thread takes what
-    has queued up (up to batch_size, waiting batch_wait_s for stragglers), left-pads it into one
-    batch and generates for all at once. Greedy by default (temperature 0)."""
+    """A local checkpoint in-process, generating for all concurrent episodes at once.
+
+    Worker threads render their conversation and queue it; one generation thread runs a
+    continuous batch: each decode step advances every reply in flight by one token, a finished
+    reply frees its slot at once and a queued request takes it (after prefilling its prompt).
+    The keys/values of each episode are kept across its turns, so a turn prefills only what is
+    new (the last observation); an episode's first prompt reuses the cached instruction and
+    examples of an earlier episode with the same prefix (same task type). Greedy by default; in
+    fp32 the replies equal plain model.generate on the whole conversation (tests/test_agents.py).
+    dtype "auto": bf16 on GPUs and on CPUs with bf16 units (AMX, AVX-512 BF16), else fp32; bf16
+    replies differ from fp32 ones now and then (bench/eval_throughput.py counts how often)."""
     kind = "hf"
 
     def __init__(self, model="", temperature=0.0, top_p=1.0, max_tokens=512, batch_size=16,
-                 batch_wait_s=0.05, device=""):
+                 stop=(), dtype="auto", device="", prefix_cache=8):
         import torch
         from agentune.model import DEFAULT_MODEL, load_model, load_tokenizer
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        if dtype == "auto":
+            bf16 = device.startswith("cuda") or (device == "cpu" and cpu_has_bf16())
+            dtype = "bfloat16" if bf16 else "float32"
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise SystemExit(f"--dtype={dtype}: expected auto, float32, bfloat16 or float16")
+        self.dtype = getattr(torch, dtype)
         self.tokenizer = load_tokenizer(model)
-        self.net = load_model(model, dtype=dtype, device=device).eval()
+        self.net = load_model(model, dtype=self.dtype, device=device).eval()
         self.model = model or DEFAULT_MODEL
+        # max_tokens is read at every reply: 05_eval.py sets it per task (the env's reply limit)
         self.sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
-        self.batch_size, self.batch_wait_s, self.device = batch_size, batch_wait_s, device
+        self.stop = [s for s in ([stop] if isinstance(stop, str) else stop) if s]
+        self.batch_size, self.device, self.prefix_cache = batch_size, device, prefix_cache
         self.max_positions = getattr(self.net.config, "max_position_embeddings", None)
         # end of turn: the generation config's eos ids (ChatML: <|im_end|>) and the tokenizer's
         eos = self.net.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.stop_ids = sorted({*eos, self.tokenizer.eos_token_id} - {None})
-        self.pad_id = self.tokenizer.pad_token_id
-        if self.pad_id is None:
-            self.pad_id = self.stop_ids[0]
-        self.encode_lock = threading.Lock()
+        self.cache = SlotCache(self.net.config, self.dtype, device)
+        self.prefixes = []    # Conversations of recent first prompts (least recently used first)
+        # tokens prefilled / taken from cache / generated, decode steps, most rows in one step,
+        # seconds spent generating
+        self.stats = dict.fromkeys(("prefilled", "reused", "generated", "steps", "max_rows", "busy_s"), 0)
+        self.episode = threading.local()
+        # a fast tokenizer used from several threads can fail "Already borrowed"
+        self.tokenizer_lock = threading.Lock()
         self.requests = queue.Queue()
         self.thread = threading.Thread(target=self._serve, name="hf-generate", daemon=True)
         self.thread.start()
+
+    def describe(self):
+        return {**super().describe(), "dtype": str(self.dtype).removeprefix("torch.")}
+
+    def start_episode(self):
+        self.episode.conversation = Conversation()  # drop the last episode's cache
 
     def encode(self, messages):
         text = self.tokenizer.apply_chat_template(
             [{"role": m["role"], "content": m["content"]} for m in messages],
             tokenize=False, add_generation_prompt=True)
-        with self.encode_lock:  # a fast tokenizer used from several threads can fail "Already borrowed"
+        with self.tokenizer_lock:
             return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def reply(self, messages, env=None):
         ids = self.encode(messages)
-        budget = self.max_positions - self.sampling["max_tokens"] if self.max_positions else None
-        if budget is not None and len(ids) > budget:
-            raise ContextLimit(f"prompt of {len(ids)} tokens + max_tokens {self.sampling['max_tokens']} "
+        limit = max(1, int(self.sampling["max_tokens"]))
+        if self.max_positions and len(ids) + limit > self.max_positions:
+            raise ContextLimit(f"prompt of {len(ids)} tokens + max_tokens {limit} "
                                f"exceeds the model's {self.max_positions} positions")
+        if not hasattr(self.episode, "conversation"):
+            self.start_episode()
         future = Future()
-        self.requests.put((ids, future))
+        self.requests.put(_Request(ids, limit, future, self.episode.conversation))
         try:
             return future.result()
         except Exception as e:
             raise LLMError(f"generation failed: {type(e).__name__}: {e}") from e
 
-    def _take_batch(self):
-        batch = [self.requests.get()]
-        deadline = time.monotonic() + self.batch_wait_s
-        while len(batch) < self.batch_size:
-            try:
-                batch.append(self.requests.get(timeout=max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                break
-        return batch
+    def reply_plain(self, messages):
+        """The reference the batched replies must equal: plain model.generate on the whole
+        conversation, alone and re-prefilled (the hf agent before issue 10), greedy."""
+        import torch
+        ids = self.encode(messages)
+        with torch.no_grad():
+            out = self.net.generate(torch.tensor([ids], device=self.device),
+                                    max_new_tokens=self.sampling["max_tokens"], do_sample=False,
+                                    temperature=None, top_p=None, top_k=None,
+                                    eos_token_id=self.stop_ids, pad_token_id=self.stop_ids[0])
+        row = out[0, len(ids):].tolist()
+        stop = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
+        usage = {"prompt_tokens": len(ids), "completion_tokens": min(stop + 1, len(row))}
+        return Reply(self._text(row[:stop]), usage)
+
+    def close(self):
+        if self.thread.is_alive():
+            self.requests.put(None)
+            self.thread.join()
+
+    # --- the generation thread
 
     def _serve(self):
+        rows = []  # the replies in flight; rows[i] lives in slot i of the cache
         while True:
-            batch = self._take_batch()
-            try:
-                replies = self.generate([ids for ids, _ in batch])
-            except Exception as e:  # the workers turn it into LLMError; this thread lives on
-                for _, future in batch:
-                    future.set_exception(e)
+            while len(rows) < self.batch_size:  # fill free slots; wait only when idle
+                try:
+                    request = self.requests.get(block=not rows)
+                except queue.Empty:
+                    break
+                if request is None:  # close()
+                    return
+                start = time.perf_counter()
+                try:
+                    rows.append(self._prefill(request, slot=len(rows)))
+                    if self._done(rows[-1]):
+                        self._finish(rows, len(rows) - 1)
+                except Exception as e:  # the worker turns it into LLMError; this thread lives on
+                    if rows and rows[-1].request is request:
+                        rows.pop()
+                    if not request.future.done():
+                        request.future.set_exception(e)
+                self.stats["busy_s"] += time.perf_counter() - start
+            if not rows:
                 continue
-            for (_, future), reply in zip(batch, replies):
-                future.set_result(reply)
+            start = time.perf_counter()
+            try:
+                self._decode(rows)
+                for i in reversed(range(len(rows))):
+                    if self._done(rows[i]):
+                        self._finish(rows, i)
+            except Exception as e:
+                for row in rows:
+                    if not row.request.future.done():
+                        row.request.future.set_exception(e)
+                rows = []
+            self.stats["busy_s"] += time.perf_counter() - start
 
-    def generate(self, prompts):
+    def _forward(self, ids, positions, mask):
         import torch
-        width = max(map(len, prompts))
-        input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts])
-        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        temperature = self.sampling["temperature"]
-        sample = {"do_sample": True, "temperature": temperature, "top_p": self.sampling["top_p"]} \
-            if temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         with torch.no_grad():
-            out = self.net.generate(input_ids=input_ids.to(self.device),
-                                    attention_mask=attention_mask.to(self.device),
-                                    max_new_tokens=self.sampling["max_tokens"],
-                                    eos_token_id=self.stop_ids, pad_token_id=self.pad_id, **sample)
-        replies = []
-        for prompt, row in zip(prompts, out[:, width:].tolist()):
-            # the row ends at the first end-of-turn token; after it come pad tokens
-            stop = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
-            text = self.tokenizer.decode(row[:stop], skip_special_tokens=True)
-            usage = {"prompt_tokens": len(prompt), "completion_tokens": min(stop + 1, len(row))}
-            replies.append(Reply(text, usage))
-        return replies
+            out = self.net(input_ids=torch.tensor(ids, device=self.device), position_ids=positions,
+                           attention_mask=mask, past_key_values=self.cache, use_cache=True,
+                           logits_to_keep=1)
+        return out.logits[:, -1].float()
+
+    def _pick(self, logits):
+        """The next token of each row: argmax (greedy), or a top-p sample."""
+        import torch
+        temperature, top_p = self.sampling["temperature"], self.sampling["top_p"]
+        if temperature <= 0:
+            return logits.argmax(-1).tolist()
+        probs = torch.softmax(logits / temperature, dim=-1)
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        sorted_probs[sorted_probs.cumsum(-1) - sorted_probs > top_p] = 0  # keep the top-p nucleus
+        picked = torch.multinomial(sorted_probs, 1)
+        return order.gather(-1, picked)[:, 0].tolist()
+
+    def _prefill(self, request, slot):
+        """Put the request's prompt into the slot, reusing the longest cached prefix (the
+        episode's last turn, or another episode's first prompt), and pick its first token."""
+        import torch
+        ids, conversation = request.ids, request.conversation
+        reused, source = 0, None
+        for candidate in [conversation, *self.prefixes]:
+            n = common_prefix(candidate.ids, ids) if candidate.kv is not None else 0
+            if n > reused:
+                reused, source = n, candidate
+        reused = min(reused, len(ids) - 1)  # the last prompt token goes through the model
+        self.cache.reserve(slot + 1, len(ids) + request.limit)
+        if reused:
+            self.cache.buf[:, :, slot, :, :reused] = source.kv[:, :, :, :reused]
+            if source in self.prefixes:  # most recently used last
+                self.prefixes.remove(source)
+                self.prefixes.append(source)
+        positions = torch.arange(reused, len(ids), device=self.device)
+        mask = torch.arange(len(ids), device=self.device)[None, :] <= positions[:, None]
+        self.cache.rows, self.cache.pos, self.cache.width = slice(slot, slot + 1), reused, len(ids)
+        logits = self._forward([ids[reused:]], positions[None], mask[None, None])
+        self.stats["prefilled"] += len(ids) - reused
+        self.stats["reused"] += reused
+        # an episode's first prompt that is mostly new: keep it for the episodes that share it
+        if conversation.kv is None and self.prefix_cache and len(ids) - reused > len(ids) // 4:
+            self.prefixes.append(Conversation(ids, self.cache.buf[:, :, slot, :, :len(ids)].clone()))
+            del self.prefixes[:-self.prefix_cache]
+        return _Row(request, len(ids), self._pick(logits))
+
+    def _decode(self, rows):
+        """One step for every row: feed its last token, pick the next."""
+        import torch
+        positions = torch.tensor([row.length for row in rows], device=self.device)
+        width = int(positions.max()) + 1
+        mask = torch.arange(width, device=self.device)[None, :] <= positions[:, None]
+        self.cache.rows, self.cache.pos, self.cache.width = slice(0, len(rows)), positions, width
+        logits = self._forward([[row.tokens[-1]] for row in rows], positions[:, None], mask[:, None, None])
+        for row, token in zip(rows, self._pick(logits)):
+            row.length += 1
+            row.tokens.append(token)
+        self.stats["steps"] += 1
+        self.stats["max_rows"] = max(self.stats["max_rows"], len(rows))
+
+    def _text(self, tokens):
+        with self.tokenizer_lock:
+            return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _done(self, row):
+        tokens = row.tokens
+        return tokens[-1] in self.stop_ids or len(tokens) >= row.request.limit or \
+            bool(self.stop) and any(s in self._text(tokens) for s in self.stop)
+
+    def _finish(self, rows, i):
+        """Answer row i, keep its cache with its episode and move the last row into its slot."""
+        row = rows[i]
+        request = row.request
+        request.conversation.ids = (request.ids + row.tokens)[:row.length]
+        request.conversation.kv = self.cache.buf[:, :, i, :, :row.length].clone()
+        last = rows.pop()
+        if i < len(rows):
+            rows[i] = last
+            self.cache.buf[:, :, i, :, :last.length] = self.cache.buf[:, :, len(rows), :, :last.length]
+        tokens = row.tokens[:-1] if row.tokens[-1] in self.stop_ids else row.tokens
+        text = self._text(tokens)
+        for s in self.stop:  # a stop sequence ends the reply and is not part of it
+            text = text.split(s)[0]
+        self.stats["generated"] += len(row.tokens)
+        request.future.set_result(Reply(text, {"prompt_tokens": len(request.ids),
+                                               "completion_tokens": len(row.tokens)}))
 
 
 def make_agent(kind, model="", base_url="", **options):
@@ -255,4 +454,7 @@ def make_agent(kind, model="", base_url="", **options):
         return OpenAIAgent(model, base_url, **options)
     if kind == "hf":
         return HFAgent(model, **options)
-    raise SystemExit(f"unknown agent {kind!r}; known: expert, openai, hf")
+    if kind == "explorer":  # an honest teacher that searches from what it sees (agentune/explorer.py)
+        from agentune.explorer import ExplorerAgent
+        return ExplorerAgent(**options)
+    raise SystemExit(f"unknown agent {kind!r}; known: expert, explorer, openai, hf")

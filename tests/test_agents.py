@@ -13,9 +13,8 @@ HELLO = [{"role": "user", "content": "hello there"}]
 
 
 def openai_agent(server, **options):
-    # tiny backoff so retries cost milliseconds
-    return make_agent("openai", model="teacher", base_url=server.url,
-                      **{"backoff_s": 0.01, "max_backoff_s": 0.05, **options})
+    # retries and their backoff are the openai client's own (0.5 s doubling, with jitter)
+    return make_agent("openai", model="teacher", base_url=server.url, **options)
 
 
 def test_openai_sends_sampling_and_records_usage():
@@ -48,7 +47,7 @@ def test_openai_gives_up_after_bounded_retries():
 
 def test_openai_does_not_retry_client_errors():
     with ChatServer() as server:
-        agent = make_agent("openai", model="teacher", base_url=server.url + "/wrong", backoff_s=0.01)
+        agent = make_agent("openai", model="teacher", base_url=server.url + "/wrong")
         with pytest.raises(LLMError, match="NotFoundError"):
             agent.reply(HELLO, None)
         assert len(server.requests) == 1
@@ -102,32 +101,39 @@ def test_openai_budget_is_per_episode_per_thread():
 
 
 @pytest.fixture(scope="module")
-def hf_agent():
+def one_thread():
     import torch
     # the test machines share 2 cores between many jobs: one thread is several times faster
     # there than torch's oversubscribed default
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    agent = make_agent("hf", max_tokens=8)  # the real base model, greedy
-    yield agent
-    agent.close()
+    yield
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def hf_agent(one_thread):
+    agent = make_agent("hf", max_tokens=8, dtype="float32")  # the real base model, greedy
+    yield agent
+    agent.close()
+
+
+@pytest.fixture(scope="module")
+def tiny_agent(one_thread, tiny_model_dir):
+    agent = make_agent("hf", model=tiny_model_dir, max_tokens=12, dtype="float32")
+    yield agent
+    agent.close()
+
+
 def test_hf_agent_batches_concurrent_episodes(tmp_path, hf_agent):
-    """Two db episodes at once go through one left-padded batch; each reply must equal what the
-    model generates for that conversation alone (padding must not change greedy output)."""
+    """Two db episodes at once are generated in one batch; each reply must equal plain greedy
+    model.generate on that conversation alone."""
     db = env_class("db")
     tasks = db.load_tasks()[:2]
-    batches = []
-    generate = hf_agent.generate
-    hf_agent.generate = lambda prompts: batches.append(len(prompts)) or generate(prompts)
-    try:
-        summary = run_episodes("db", tasks, hf_agent, str(tmp_path / "db.jsonl"), workers=2, max_turns=1)
-    finally:
-        del hf_agent.generate
+    hf_agent.stats["max_rows"] = 0
+    summary = run_episodes("db", tasks, hf_agent, str(tmp_path / "db.jsonl"), workers=2, max_turns=1)
     assert summary["new"] == 2
-    assert batches[0] == 2  # the two episodes' first turns were generated together
+    assert hf_agent.stats["max_rows"] == 2  # the two episodes' first turns were decoded together
     from agentune.records import read_jsonl
     records = [r for _, r in read_jsonl(tmp_path / "db.jsonl")]
     assert {r["agent"]["kind"] for r in records} == {"hf"}
@@ -136,10 +142,78 @@ def test_hf_agent_batches_concurrent_episodes(tmp_path, hf_agent):
         assert record["usage"]["completion_tokens"] <= 8 and record["usage"]["prompt_tokens"] > 100
         prompt, reply = record["messages"][:3], record["messages"][3]
         assert reply["role"] == "assistant" and reply["content"].strip()
-        assert hf_agent.reply(prompt).content == reply["content"]
+        assert hf_agent.reply_plain(prompt).content == reply["content"]
 
 
 def test_hf_agent_context_limit(hf_agent):
     words = " ".join(["word"] * hf_agent.max_positions)
     with pytest.raises(ContextLimit, match="exceeds the model's"):
         hf_agent.reply([{"role": "user", "content": words}])
+
+
+INSTRUCTION = [{"role": "system", "content": "You are a household agent. " * 20},
+               {"role": "user", "content": "Here is one example. Go to the desk, take the pen."},
+               {"role": "assistant", "content": "THOUGHT: the pen is on the desk.\nACTION: go to desk 1"}]
+
+
+def test_hf_agent_multi_turn_cache_gives_plain_greedy_replies(tiny_agent):
+    """Three episodes at once, four turns each: every turn prefills only the new observation on
+    top of the episode's cache, the first turns share the cached instruction + example, and
+    every reply equals plain model.generate on the whole conversation."""
+    seen = {}
+
+    def episode(k):
+        tiny_agent.start_episode()
+        task = f"Here is your task {k}: put a pen in drawer {k}."
+        messages = INSTRUCTION + [{"role": "user", "content": task}]
+        for turn in range(4):
+            reply = tiny_agent.reply(messages)
+            seen[k, turn] = (list(messages), reply)
+            messages = messages + [{"role": "assistant", "content": reply.content},
+                                   {"role": "user", "content": f"Observation {turn}: nothing happens {k}."}]
+
+    before = dict(tiny_agent.stats)
+    threads = [threading.Thread(target=episode, args=(k,)) for k in range(3)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    stats = {key: tiny_agent.stats[key] - before[key] for key in ("prefilled", "reused")}
+    prompt_tokens = sum(reply.usage["prompt_tokens"] for _, reply in seen.values())
+    assert stats["prefilled"] + stats["reused"] == prompt_tokens
+    assert stats["reused"] > 0.6 * prompt_tokens  # later turns and first turns after the first episode's
+    for messages, reply in seen.values():
+        assert reply.usage["completion_tokens"] <= 12
+        assert reply.content == tiny_agent.reply_plain(messages).content
+
+
+def test_hf_agent_continuous_batching_frees_slots_at_once(tiny_agent):
+    """A short reply started next to a long one returns at once, and a request queued after it
+    joins the running batch (finishing long before the long reply)."""
+    from concurrent.futures import Future
+
+    from agentune.agents import Conversation, _Request
+    ids = tiny_agent.encode(INSTRUCTION)
+    long, short = Future(), Future()
+    tiny_agent.requests.put(_Request(ids, 400, long, Conversation()))
+    tiny_agent.requests.put(_Request(ids[:-3], 2, short, Conversation()))
+    assert short.result(timeout=60).usage["completion_tokens"] <= 2
+    assert not long.done()
+    late = Future()
+    tiny_agent.requests.put(_Request(ids[:-5], 3, late, Conversation()))
+    assert late.result(timeout=60).usage["completion_tokens"] <= 3
+    assert not long.done()
+    assert long.result(timeout=120).usage["completion_tokens"] <= 400
+
+
+def test_hf_agent_stop_sequences(tiny_model_dir, one_thread):
+    """A stop sequence ends the reply early and is not part of it."""
+    messages = INSTRUCTION + [{"role": "user", "content": "Your task: put a pen in drawer."}]
+    plain = make_agent("hf", model=tiny_model_dir, max_tokens=16, dtype="float32")
+    full = plain.reply(messages)
+    plain.close()
+    stop = full.content[len(full.content) // 2:][:3]
+    assert stop, full.content
+    stopped = make_agent("hf", model=tiny_model_dir, max_tokens=16, dtype="float32", stop=[stop])
+    reply = stopped.reply(messages)
+    stopped.close()
+    assert reply.content == full.content.split(stop)[0]
+    assert reply.usage["completion_tokens"] < full.usage["completion_tokens"]

@@ -36,7 +36,7 @@ def records(path):
 
 
 def teacher(server, **options):
-    return make_agent("openai", model="teacher", base_url=server.url, backoff_s=0.01, **options)
+    return make_agent("openai", model="teacher", base_url=server.url, **options)
 
 
 def test_expert_records_and_resume(tmp_path):
