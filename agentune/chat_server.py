@@ -1,4 +1,4 @@
-"""A local OpenAI-compatible chat-completions server for tests and benchmarks (stdlib only):
+"""A local OpenAI-compatible chat-completions server for tests, benchmarks and offline dry runs (stdlib only):
 scripted replies, injected failures and a fixed answer delay, on 127.0.0.1 at a free port.
 
     with ChatServer(replies=["Action: ..."], faults=[429, 500, "timeout"], delay_s=0.2) as server:

@@ -6,11 +6,8 @@ The last line printed is JSON with both rates and the speedup.
 """
 import json
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 # -----------------------------------------------------------------------------
 delay_s = 0.2          # the server's answer latency per request
@@ -21,7 +18,7 @@ rounds = 10            # episodes timed with `workers` workers = rounds * worker
 from agentune.config import configure  # noqa: E402
 config = configure(globals())
 
-from openai_test_server import ChatServer  # noqa: E402
+from agentune.chat_server import ChatServer  # noqa: E402
 
 from agentune.agents import make_agent  # noqa: E402
 from agentune.envs import env_class  # noqa: E402

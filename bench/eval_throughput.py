@@ -14,11 +14,9 @@ The last line printed is JSON: naive_tokens_per_s, tokens_per_s, speedup, alfwor
 """
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 # -----------------------------------------------------------------------------
 model = ""             # HF model dir ('' = the base SmolLM2-135M-Instruct)

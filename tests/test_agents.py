@@ -7,7 +7,7 @@ import pytest
 from agentune.agents import ContextLimit, LLMError, make_agent
 from agentune.envs import env_class
 from agentune.rollout import run_episodes
-from openai_test_server import ChatServer
+from agentune.chat_server import ChatServer
 
 HELLO = [{"role": "user", "content": "hello there"}]
 

@@ -17,7 +17,7 @@ from agentune.envs.base import Task
 from agentune.records import read_jsonl
 from agentune.paths import data_path
 from agentune.rollout import EnvProcess, run_episode, run_episodes, shard_tasks
-from openai_test_server import ChatServer
+from agentune.chat_server import ChatServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DB = env_class("db")

@@ -13,7 +13,7 @@ from agentune.envs.os_env import OSEnv, parse_task
 from agentune.instruct import examples, make_candidate, os_task_json, parse_reply
 from agentune.records import read_jsonl
 from agentune.sandbox import Sandbox
-from openai_test_server import ChatServer
+from agentune.chat_server import ChatServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_sandbox = pytest.mark.skipif(not Sandbox.available()[0], reason=Sandbox.available()[1])

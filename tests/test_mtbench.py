@@ -9,7 +9,7 @@ import pytest
 from agentune import scoring
 from agentune.envs.mtbench_env import MTBenchEnv, extract_rating
 from agentune.paths import REPO_ROOT
-from tests.openai_test_server import ChatServer
+from agentune.chat_server import ChatServer
 
 
 def test_extract_rating():
