@@ -64,16 +64,18 @@ evaluate base "$MODEL"
 for eta in $ETAS; do evaluate eta$eta $S/train/eta$eta/final; done
 
 stage "(3) the tuned model as a teacher: $SELF_ATTEMPTS attempts at T=$SELF_TEMPERATURE on $SELF_GAMES train games"
-for i in $(seq 1 $SELF_ATTEMPTS); do
+for i in $(seq 1 $SELF_ATTEMPTS); do   # (SELF_ATTEMPTS=0 skips the comparison)
   $PY 01_collect.py --env=alfworld --agent=hf --model=$S/train/eta0.2/final --temperature=$SELF_TEMPERATURE \
     --max_tokens=128 --limit=$SELF_GAMES --out_dir=$S/raw_self/attempt$i --workers=8
 done
-$PY 02_filter.py --inputs="$S/raw_self/*/*.jsonl" --out_dir=$S/filtered_self --seq_len=$SEQ --per_task=0 --model="$MODEL"
-$PY 02_filter.py --inputs="$S/raw_self/*/*.jsonl" --out_dir=$S/unfiltered_self --seq_len=$SEQ --per_task=0 \
-  --model="$MODEL" --min_reward=0.0 --keep_finish="['answered','max_turns','invalid_format','repetition','context_limit']" \
-  --max_repeats=0
+if [ "$SELF_ATTEMPTS" -gt 0 ]; then
+  $PY 02_filter.py --inputs="$S/raw_self/*/*.jsonl" --out_dir=$S/filtered_self --seq_len=$SEQ --per_task=0 --model="$MODEL"
+  $PY 02_filter.py --inputs="$S/raw_self/*/*.jsonl" --out_dir=$S/unfiltered_self --seq_len=$SEQ --per_task=0 \
+    --model="$MODEL" --min_reward=0.0 --keep_finish="['answered','max_turns','invalid_format','repetition','context_limit']" \
+    --max_repeats=0
+fi
 for kind in filtered unfiltered; do
-  if [ -s $S/${kind}_self/agent.jsonl ]; then
+  if [ "$SELF_ATTEMPTS" -gt 0 ] && [ -s $S/${kind}_self/agent.jsonl ]; then
     $PY 03_mix.py --agent_data=$S/${kind}_self/agent.jsonl --eta=0.2 --total=$(( STEPS * ROWS * 4 )) \
       --out_dir=$S/mix/self_$kind
     train self_$kind $S/mix/self_$kind
@@ -85,4 +87,5 @@ done
 
 stage "report"
 command="STUDY=$S MODEL=$MODEL PRESET=$PRESET TEACHER=$TEACHER ALF_GAMES=$ALF_GAMES SEQ=$SEQ STEPS=$STEPS ROWS=$ROWS LR=$LR ETAS='$ETAS' HELDIN=$HELDIN HELDIN_LIMIT=$HELDIN_LIMIT OTHER=$OTHER EVAL_LIMIT=$EVAL_LIMIT SELF_GAMES=$SELF_GAMES SELF_ATTEMPTS=$SELF_ATTEMPTS bash experiments/reproduce.sh"
-$PY experiments/write_results.py --study=$S --command="$command" --seconds=$(( $(date +%s) - start ))
+$PY experiments/write_results.py --study=$S --command="$command" --seconds=$(( $(date +%s) - start )) \
+  --out_md=${RESULTS_MD:-experiments/RESULTS.md} --out_json=${RESULTS_JSON:-experiments/results.json}
