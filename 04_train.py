@@ -6,12 +6,16 @@
 
 Samples are packed best-fit-decreasing into rows of seq_len tokens; position ids restart per
 sample and attention never crosses a sample (a varlen flash kernel on GPU: flash-attn, or PyTorch's
-own; an exact block-diagonal causal mask otherwise, see agentune/attention.py). The loss is the mean over every trained token of the global batch
-(all micro-batches, accumulation steps and ranks), not a mean of per-batch means.
+own; on CPU one causal SDPA call per sample, see agentune/attention.py). The loss is the mean over every trained token of the global batch
+(all micro-batches, accumulation steps and ranks), not a mean of per-batch means; the LM head runs
+only where a token is trained. Compute is bf16 where the hardware has it (GPU, or a CPU with
+AVX512-BF16/AMX) over fp32 master weights and optimizer state; --precision=fp32 for exact fp32.
 """
+import hashlib
 import json
 import math
 import os
+import random
 import shutil
 import socket
 import sys
@@ -34,7 +38,8 @@ model = ""                         # Hugging Face model dir; '' = SmolLM2-135M-I
 out_dir = "out/train"
 resume = False                     # continue from the latest checkpoint in out_dir
 preset = "paper"                   # paper | cpu | 7b | 13b | 70b (see PRESETS)
-seq_len = 4096                     # tokens per packed row
+seq_len = 4096                     # tokens per packed row; the seq_len 03_mix.py cut the data to wins
+                                   # (mix_report.json next to `data`) unless given as --seq_len
 batch_size = 64                    # packed rows per optimizer step, over all ranks
 micro_batch_size = 1               # packed rows per forward/backward on one rank
 max_steps = 2000
@@ -54,6 +59,8 @@ truncate = False                   # cut samples longer than seq_len instead of 
 skip_bad = False                   # count and skip bad records instead of stopping on the first
 ds_config = "ds_config.json"       # ds_config_zero3.json for ZeRO-3
 gradient_checkpointing = False
+precision = "auto"                 # bf16 | fp32 | auto: bf16 where matmuls run it natively (GPU, AVX512-BF16/AMX CPU)
+attn_implementation = "auto"       # auto | segment_sdpa (CPU) | torch_varlen | flash_attention_2 | sdpa (dense mask)
 peak_tflops = 989.0                # accelerator's dense bf16 peak, for MFU (H100/H200 SXM)
 
 PRESETS = {
@@ -143,23 +150,109 @@ class RowSchedule:
         return sum(1 for s in self.epoch_starts if s <= step * rows_per_step) - 1
 
 
+def rank_micro_batches(rows, rank, world, micro):
+    """This rank's contiguous share of rows as micro-batches (lists of rows), the same number on
+    every rank whatever len(rows): a short rank gets empty batches ([]) to run as zero-weight
+    forwards. Under ZeRO-3 every forward gathers weights from all ranks, so one rank with a
+    forward more than the others would deadlock them."""
+    per_rank = math.ceil(len(rows) / (world * micro)) * micro
+    mine = rows[rank * per_rank:(rank + 1) * per_rank]
+    return [mine[i:i + micro] for i in range(0, per_rank, micro)]
+
+
+# the settings (and samples) that fix which rows each step trains; a resume must not change them
+DATA_ORDER_SETTINGS = ("data", "seed", "seq_len", "batch_size", "truncate")
+
+
+def data_order(settings, lengths, trained_per_sample):
+    digest = hashlib.sha1(json.dumps([lengths, trained_per_sample]).encode()).hexdigest()
+    return {**{k: settings[k] for k in DATA_ORDER_SETTINGS}, "samples": len(lengths), "samples_sha1": digest}
+
+
+def check_resume(ckpt_dir, current):
+    """Exit with a clear message unless ckpt_dir has a checkpoint made with the same data order."""
+    latest = os.path.join(ckpt_dir, "latest")
+    if not os.path.exists(latest):
+        sys.exit(f"--resume=True but {ckpt_dir} has no checkpoint; drop --resume to start afresh")
+    with open(latest) as f:
+        path = os.path.join(ckpt_dir, f.read().strip(), "data_order.json")
+    if not os.path.exists(path):
+        print(f"warning: {path} missing (an older checkpoint): the data order is not checked")
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    changed = [f"{k}: checkpoint {saved.get(k)!r}, now {v!r}" for k, v in current.items() if saved.get(k) != v]
+    if changed:
+        sys.exit(f"config error: --resume=True with a different data order than {path}:\n  "
+                 + "\n  ".join(changed) + "\nresume with the checkpoint's settings and data "
+                 "(samples/samples_sha1: the tokenized samples differ: data files or tokenizer), "
+                 "or start afresh in a new --out_dir")
+
+
+def rng_states(device):
+    """The random states of this process: Python, CPU and, on GPU, this rank's device."""
+    states = {"python": random.getstate(), "cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def set_rng_states(states, device):
+    random.setstate(states["python"])
+    torch.set_rng_state(states["cpu"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def take_from_mix(config, argv):
+    """seq_len and the tokenizer travel with the data: 03_mix.py recorded what it cut and counted
+    the mix with in mix_report.json next to it. Its seq_len is used unless --seq_len is given
+    (then a difference is reported with both numbers); another tokenizer is reported too."""
+    global seq_len
+    from agentune.records import expand_paths, upstream_report
+    try:
+        first = expand_paths(data)[0]
+    except SystemExit:
+        return   # a missing data file is reported where it is read
+    report = upstream_report(first, "mix_report.json")
+    if not report:
+        return
+    mix_len = report.get("seq_len")
+    if mix_len and not any(a.startswith("--seq_len=") for a in argv):
+        if mix_len != seq_len and int(os.environ.get("RANK", "0")) == 0:
+            print(f"seq_len = {mix_len} (from {os.path.join(os.path.dirname(first), 'mix_report.json')}; "
+                  f"the preset said {seq_len})")
+        seq_len = config["seq_len"] = mix_len
+    elif mix_len and mix_len != seq_len:
+        print(f"warning: --seq_len={seq_len}, but 03_mix.py kept samples of up to {mix_len} tokens: "
+              + ("longer ones are dropped (or cut with --truncate)" if seq_len < mix_len else "rows pack more than the mix was cut for"))
+    if "model" in report and report["model"] != model:
+        print(f"warning: the mix was counted with the tokenizer of {report['model'] or 'the default base model'!r}, "
+              f"training uses {model or 'the default base model'!r}: its token counts (eta in tokens, "
+              "lengths) may not hold")
+
+
 def main():
     apply_preset(sys.argv[1:])
     config = configure(globals())
+    take_from_mix(config, sys.argv[1:])
     rank, world, local_rank = init_distributed()
     master = rank == 0
     import deepspeed
     import torch.distributed as dist
     from transformers import AutoModelForCausalLM
 
-    from agentune.model import load_tokenizer, resolve_model
+    from agentune.model import load_tokenizer, native_bf16, resolve_model
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    attention = choose_implementation()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
+    attention = choose_implementation(attn_implementation)
+    if precision not in ("auto", "bf16", "fp32"):
+        sys.exit(f"config error: --precision={precision}; known: auto, bf16, fp32")
+    # bf16 compute, fp32 master weights and optimizer state (DeepSpeed's bf16 mode)
+    bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
 
     # --- batch geometry
     if batch_size % (micro_batch_size * world):
@@ -196,6 +289,10 @@ def main():
     if master:
         print(f"train: {len(train)} samples, {sum(lengths):,} tokens "
               f"({sum(trained_per_sample):,} trained); {train_stats}; val: {len(val)} samples")
+    order = data_order(config, lengths, trained_per_sample)
+    ckpt_dir = os.path.join(out_dir, "deepspeed")
+    if resume:
+        check_resume(ckpt_dir, order)  # before the model loads: a refusal costs seconds
 
     # --- model, optimizer, schedule
     torch.manual_seed(seed)
@@ -229,14 +326,17 @@ def main():
     cfg = net.config
 
     # --- resume
-    ckpt_dir = os.path.join(out_dir, "deepspeed")
     start_step = 0
     if resume:
-        if not os.path.exists(os.path.join(ckpt_dir, "latest")):
-            sys.exit(f"--resume=True but {ckpt_dir} has no checkpoint; drop --resume to start afresh")
-        _, client = engine.load_checkpoint(ckpt_dir)
+        with open(os.path.join(ckpt_dir, "latest")) as f:
+            tag = f.read().strip()
+        _, client = engine.load_checkpoint(ckpt_dir, tag=tag)
         start_step = client["step"]
-        torch.set_rng_state(client["rng"])
+        rng_path = os.path.join(ckpt_dir, tag, f"rng_rank{rank}.pt")
+        if os.path.exists(rng_path):
+            set_rng_states(torch.load(rng_path, weights_only=False), device)
+        else:  # saved by fewer ranks, or an older checkpoint
+            print(f"rank {rank}: {rng_path} missing; random states not restored")
         if master:
             print(f"resumed from step {start_step}")
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
@@ -253,21 +353,31 @@ def main():
         dist.all_reduce(t)
         return t.tolist()
 
+    def micro_batch(samples, rows):
+        # an empty micro-batch (rows == []) still runs a forward, on one trained pad token that
+        # the caller gives zero weight, so that every rank gathers the same ZeRO-3 weights
+        return collate([samples[i] for row in rows for i in row] if rows else [([pad_id] * 2, [False, True])], pad_id)
+
     def validate():
         engine.eval()
-        rows = epoch_rows([len(ids) for ids, _ in val], seq_len, seed, 0)[rank::world]
+        rows = epoch_rows([len(ids) for ids, _ in val], seq_len, seed, 0)
         loss_sum, count = 0.0, 0
         with torch.no_grad():
-            for r in range(0, len(rows), micro_batch_size):
-                batch = collate([val[i] for row in rows[r:r + micro_batch_size] for i in row], pad_id)
-                s, n = token_losses(engine, batch, device, attention)
-                loss_sum, count = loss_sum + float(s), count + n
+            for batch_rows in rank_micro_batches(rows, rank, world, micro_batch_size):
+                s, n = token_losses(engine, micro_batch(val, batch_rows), device, attention)
+                if batch_rows:
+                    loss_sum, count = loss_sum + float(s), count + n
         engine.train()
         loss_sum, count = all_sum(loss_sum, count)
         return loss_sum / max(count, 1), int(count)
 
     def save(step):
-        engine.save_checkpoint(ckpt_dir, tag=f"step{step:06d}", client_state={"step": step, "rng": torch.get_rng_state()})
+        tag = f"step{step:06d}"
+        engine.save_checkpoint(ckpt_dir, tag=tag, client_state={"step": step})
+        torch.save(rng_states(device), os.path.join(ckpt_dir, tag, f"rng_rank{rank}.pt"))
+        if master:
+            with open(os.path.join(ckpt_dir, tag, "data_order.json"), "w") as f:
+                json.dump(order, f, indent=2)
         if engine.zero_optimization_stage() == 3:
             state = engine._zero3_consolidated_16bit_state_dict()
         else:
@@ -291,7 +401,6 @@ def main():
         if master:
             print(f"step 0: val_loss {val_loss:.4f} over {val_tokens} tokens")
             log.write({"step": 0, "val_loss": val_loss, "val_tokens": val_tokens})
-    rows_per_rank = micro_batch_size * grad_accum
     bar = tqdm(total=max_steps, initial=start_step, desc="train", disable=not master)
     engine.train()
     for step in range(start_step, max_steps):
@@ -299,15 +408,17 @@ def main():
         rows = schedule.rows_for_step(step, batch_size)
         step_trained = sum(trained_per_sample[i] for row in rows for i in row)
         step_tokens = sum(lengths[i] for row in rows for i in row)
-        my_rows = rows[rank * rows_per_rank:(rank + 1) * rows_per_rank]
+        step_lr = scheduler.get_last_lr()[0]  # engine.step() at the last micro-batch moves it on
+        micro_batches = rank_micro_batches(rows, rank, world, micro_batch_size)
+        assert len(micro_batches) == grad_accum  # DeepSpeed steps the optimizer every grad_accum
         loss_sum = 0.0
-        for m in range(grad_accum):
-            samples = [train[i] for row in my_rows[m * micro_batch_size:(m + 1) * micro_batch_size] for i in row]
-            s, _ = token_losses(engine, collate(samples, pad_id), device, attention)
-            loss_sum += float(s.detach())
+        for batch_rows in micro_batches:
+            s, _ = token_losses(engine, micro_batch(train, batch_rows), device, attention)
+            weight = 1.0 if batch_rows else 0.0
+            loss_sum += weight * float(s.detach())
             # DeepSpeed averages gradients over ranks, hence * world: the sum over all ranks and
             # micro-batches is then the gradient of (total loss / trained tokens of the step)
-            engine.backward(s * world / max(step_trained, 1), scale_wrt_gas=False)
+            engine.backward(s * (weight * world / max(step_trained, 1)), scale_wrt_gas=False)
             engine.step()
         if cuda:
             torch.cuda.synchronize()
@@ -318,7 +429,7 @@ def main():
             grad_norm = engine.get_global_grad_norm()
             attn_flops = 6 * cfg.num_hidden_layers * cfg.hidden_size * sum(lengths[i] ** 2 for row in rows for i in row)
             record = {"step": done, "loss": loss_total / max(step_trained, 1),
-                      "lr": scheduler.get_last_lr()[0],
+                      "lr": step_lr,
                       "grad_norm": float(grad_norm) if grad_norm is not None else None,
                       "tokens_per_s": step_trained / dt, "real_tokens_per_s": step_tokens / dt,
                       "packing_efficiency": step_tokens / (len(rows) * seq_len),
@@ -342,9 +453,40 @@ def main():
     if max_steps > 0 and start_step < max_steps:
         save(max_steps)
     if master:
-        print(f"done: {max_steps - start_step} steps; metrics in {metrics_path}; "
-              f"model in {os.path.join(out_dir, 'final')}" if max_steps else f"done: metrics in {metrics_path}")
         log.close()
+        chart = write_loss_chart(metrics_path, os.path.join(out_dir, "loss.png"))
+        print(f"done: {max_steps - start_step} steps; metrics in {metrics_path}{', chart ' + chart if chart else ''}; "
+              f"model in {os.path.join(out_dir, 'final')}" if max_steps else f"done: metrics in {metrics_path}")
+
+
+def write_loss_chart(metrics_path, path):
+    """loss.png from metrics.jsonl: train and validation loss, learning rate, trained tokens/s."""
+    rows = [r for _, r in read_jsonl(metrics_path)]
+    train_rows = [r for r in rows if "loss" in r]
+    val_rows = [r for r in rows if "val_loss" in r]
+    if not train_rows and not val_rows:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")   # no display on servers
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 3.8))
+    if train_rows:
+        ax1.plot([r["step"] for r in train_rows], [r["loss"] for r in train_rows], label="train", linewidth=1)
+    if val_rows:
+        ax1.plot([r["step"] for r in val_rows], [r["val_loss"] for r in val_rows], "o-", label="validation")
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("loss (nats per trained token)")
+    ax1.legend(loc="best", fontsize=8)
+    ax2.plot([r["step"] for r in train_rows], [r["lr"] for r in train_rows])
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("learning rate")
+    ax3.plot([r["step"] for r in train_rows], [r["tokens_per_s"] for r in train_rows])
+    ax3.set_xlabel("step")
+    ax3.set_ylabel("trained tokens/s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":

@@ -3,9 +3,14 @@
 - flash_attention_2: the flash-attn package's flash_attn_varlen_func with cu_seqlens (CUDA);
 - torch_varlen: PyTorch's own flash kernel for variable-length sequences
   (torch.nn.attention.varlen, PyTorch >= 2.10), for CUDA machines without the flash-attn package;
-- sdpa: an exact block-diagonal causal mask (CPU, or any device), dense in the row length.
-The varlen kernels only ever compute attention inside a sample; the mask path computes the whole
-row and masks it, which costs as much as the padding that packing saved at long rows.
+- segment_sdpa: PyTorch's scaled_dot_product_attention run once per sample of the row
+  (is_causal=True, native grouped-query attention), the CPU default: no T x T mask, no K/V copies;
+- sdpa: an exact block-diagonal causal mask (any device), dense in the row length.
+The varlen kernels and segment_sdpa only ever compute attention inside a sample; the mask path
+computes the whole row and masks it, which costs as much as the padding that packing saved.
+
+token_losses computes the LM head and the cross-entropy only at the positions whose next token is
+trained (transformers' logits_to_keep), so no full-vocabulary logits are made for prompt tokens.
 """
 import inspect
 
@@ -15,11 +20,21 @@ import torch.nn.functional as F
 from agentune.packing import block_causal_mask
 
 TORCH_VARLEN = "torch_varlen"
+SEGMENT_SDPA = "segment_sdpa"
+IMPLEMENTATIONS = ("auto", "flash_attention_2", TORCH_VARLEN, SEGMENT_SDPA, "sdpa")
 
 
-def choose_implementation():
-    if not torch.cuda.is_available():
-        return "sdpa"
+def choose_implementation(requested="auto"):
+    """The attention for packed rows: `requested`, or with 'auto' the fastest exact one here."""
+    if requested not in IMPLEMENTATIONS:
+        raise SystemExit(f"config error: --attn_implementation={requested}; known: {', '.join(IMPLEMENTATIONS)}")
+    if requested == SEGMENT_SDPA or (requested == "auto" and not torch.cuda.is_available()):
+        register_segment_sdpa()
+        return SEGMENT_SDPA
+    if requested == TORCH_VARLEN:
+        register_torch_varlen()
+    if requested != "auto":
+        return requested
     try:
         import flash_attn  # noqa: F401
         return "flash_attention_2"
@@ -56,6 +71,24 @@ def register_torch_varlen():
     AttentionMaskInterface.register(TORCH_VARLEN, flash_attention_mask)
 
 
+def register_segment_sdpa():
+    """Make attn_implementation='segment_sdpa' known to transformers: per-sample causal SDPA."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
+
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+        # query (1, heads, T, dim), key/value (1, kv_heads, T, dim); one SDPA call per sample
+        bounds = kwargs["cu_seq_lens_q"].tolist()
+        dropout = dropout if module.training else 0.0
+        out = torch.cat([F.scaled_dot_product_attention(
+            query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], dropout_p=dropout, is_causal=True,
+            scale=scaling, enable_gqa=True) for a, b in zip(bounds[:-1], bounds[1:])], dim=2)
+        return out.transpose(1, 2).contiguous(), None  # (1, T, heads, dim)
+
+    AttentionInterface.register(SEGMENT_SDPA, attention)
+    AttentionMaskInterface.register(SEGMENT_SDPA, flash_attention_mask)
+
+
 def packed_forward_kwargs(batch, implementation, device):
     """Model inputs for one flattened packed micro-batch (see agentune.packing.collate)."""
     kwargs = dict(input_ids=batch["input_ids"].to(device), position_ids=batch["position_ids"].to(device),
@@ -70,9 +103,12 @@ def packed_forward_kwargs(batch, implementation, device):
 
 
 def token_losses(model, batch, device, implementation):
-    """Sum of the cross-entropy over the trained tokens of one flattened micro-batch, and their count."""
-    logits = model(**packed_forward_kwargs(batch, implementation, device)).logits
-    labels = batch["labels"][:, 1:].to(device)
-    loss_sum = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels.flatten(),
-                               ignore_index=-100, reduction="sum")
-    return loss_sum, int((labels != -100).sum())
+    """Sum of the cross-entropy over the trained tokens of one flattened micro-batch, and their count.
+
+    The LM head runs only on the hidden states of positions whose next token is trained (gathered
+    by logits_to_keep), and the loss is taken in fp32 whatever the compute dtype."""
+    labels = batch["labels"][0, 1:]
+    keep = (labels != -100).nonzero().squeeze(1)  # position i predicts token i + 1
+    logits = model(**packed_forward_kwargs(batch, implementation, device), logits_to_keep=keep.to(device)).logits
+    loss_sum = F.cross_entropy(logits[0].float(), labels[keep].to(device), reduction="sum")
+    return loss_sum, len(keep)

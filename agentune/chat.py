@@ -13,6 +13,15 @@ def render(tokenizer, messages, add_generation_prompt=False):
     return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
+def assistant_header_end(tokenizer, text, at):
+    """Where the assistant header before position `at` ends (what the template's generation
+    prompt adds, found from a one-turn rendering); `at` when there is none to find."""
+    probe = [{"role": "user", "content": "x"}]
+    header = render(tokenizer, probe, add_generation_prompt=True)[len(render(tokenizer, probe)):].lstrip()
+    found = text.rfind(header, 0, at) if header else -1
+    return found + len(header) if found >= 0 else at
+
+
 def trained_spans(tokenizer, messages, where="<conversation>"):
     """The full rendered text and the (start, end) character spans of the trained assistant turns."""
     full = render(tokenizer, messages)
@@ -37,8 +46,14 @@ def trained_spans(tokenizer, messages, where="<conversation>"):
         content_end = at + len(content)
         # the end-of-turn text the template closes the turn with, without trailing whitespace
         closing = upto[content_end:].rstrip()
-        # trained: the content and its closing, never the role header or a default system prompt
-        spans.append((at, content_end + len(closing)))
+        # trained: the content (with the whitespace the template puts before it, which tokenizers
+        # fold into its first token) and its closing; never the role header, nor for a first turn
+        # the template's default system prompt
+        floor = len(prefix) if i else assistant_header_end(tokenizer, upto, at)
+        start = at
+        while start > floor and upto[start - 1].isspace():
+            start -= 1
+        spans.append((start, content_end + len(closing)))
     return full, spans
 
 

@@ -65,3 +65,12 @@ def load_model(name, dtype=None, device="cpu"):
     path = resolve_model(name)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
     return model.to(device)
+
+
+def native_bf16(device):
+    """Whether bf16 matrix products run natively on device: a CUDA GPU with bf16, or a CPU with
+    AVX512-BF16 or AMX (elsewhere bf16 is emulated and slower than fp32)."""
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()

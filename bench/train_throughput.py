@@ -1,13 +1,23 @@
-"""Benchmark: packed sequences vs per-sample dynamic padding (the HF Trainer default), same model,
-same samples and same real tokens per step, measured side by side in one run.
+"""Benchmark: the trainer's fast path against the plain fp32 one, and packed sequences against
+per-sample dynamic padding (the HF Trainer default); same model, same samples and same real tokens
+per step, all measured side by side in one run (trained tokens/s, optimizer step included):
 
-    python bench/train_throughput.py                     # CPU, SmolLM2-135M, seq_len 1024
+- fp32:   fp32 weights, a dense block-diagonal T x T mask, logits at every position (the trainer
+          before issue 10; --precision=fp32 --attn_implementation=sdpa)
+- fast:   bf16 compute with fp32 master weights and AdamW state, per-sample causal attention
+          (segment_sdpa on CPU), LM head + loss only where a token is trained (04_train.py's default)
+- padded: the fast precision, samples right-padded per micro-batch, sdpa with its padding mask and
+          logits everywhere, as the HF Trainer does
+
+    python bench/train_throughput.py                     # CPU, SmolLM2-135M, seq_len 2048
     python bench/train_throughput.py --seq_len=4096 --rows=8 --model=/path/to/1b   # on a GPU
 
-The data is a realistic length mix: general chat (Alpaca: short; Glaive tool calls: multi-turn)
-and agent trajectories (expert episodes of the db and alfworld environments, collected in-process
-if data/raw has none). The last line is JSON: packing_efficiency, padded_efficiency,
-tokens_per_s_packed, tokens_per_s_padded, speedup.
+MFU is the model's useful FLOPs (6 x non-embedding params x tokens, 6 x LM head x trained tokens,
+causal attention 6 x layers x hidden x sum of squared sample lengths) per second over the bf16 GEMM
+peak measured here first. The data is a realistic length mix: general chat (Alpaca: short; Glaive
+tool calls: multi-turn) and agent trajectories (expert episodes of the db and alfworld environments,
+collected in-process if data/raw has none). The last line is JSON: fp32_tokens_per_s,
+fast_tokens_per_s, fast_speedup, padded_tokens_per_s, packed_vs_padded, mfu, peak_gflops, ...
 """
 import json
 import os
@@ -21,18 +31,20 @@ import torch.nn.functional as F  # noqa: E402
 
 from agentune.chat import encode  # noqa: E402
 from agentune.config import configure  # noqa: E402
-from agentune.model import load_model, load_tokenizer  # noqa: E402
-from agentune.attention import choose_implementation, packed_forward_kwargs  # noqa: E402
+from agentune.model import load_model, load_tokenizer, native_bf16  # noqa: E402
+from agentune.attention import choose_implementation, packed_forward_kwargs, token_losses  # noqa: E402
 from agentune.packing import collate, epoch_rows  # noqa: E402
 from agentune.paths import data_path  # noqa: E402
 from agentune.records import read_jsonl, read_records, to_messages  # noqa: E402
 
 # -----------------------------------------------------------------------------
 model = ""                  # '' = SmolLM2-135M-Instruct
-seq_len = 1024
-rows = 4                    # packed rows per step (the padded run trains the same samples)
+seq_len = 2048
+rows = 2                    # packed rows per step (the padded run trains the same samples)
 micro_rows = 1              # packed rows per forward; the padded run uses as many micro-batches
-steps = 3                   # timed steps per mode (after one warm-up step each)
+steps = 2                   # timed steps per mode (after one warm-up step each)
+threads = 0                 # torch CPU threads; 0 = torch's default
+clock = "wall"              # wall | cpu: this process's CPU time, steadier on a shared machine (with --threads=1)
 agent_share = 0.5           # share of agent trajectories among the samples
 agent_data = "data/raw/*.jsonl"
 seed = 0
@@ -72,15 +84,19 @@ def load_mix(tokenizer):
     return samples
 
 
-def step_packed(net, batch_rows, samples, device):
+def step_packed(net, batch_rows, samples, device, attention, fast):
     tokens = 0
     for r in range(0, len(batch_rows), micro_rows):
         batch = collate([samples[i] for row in batch_rows[r:r + micro_rows] for i in row], 0)
-        logits = net(**packed_forward_kwargs(batch, ATTENTION, device)).logits
-        labels = batch["labels"][0, 1:].to(device)
-        loss = F.cross_entropy(logits[0, :-1].float(), labels, ignore_index=-100, reduction="sum")
+        if fast:  # the trainer's loss: LM head only where a token is trained
+            loss, n = token_losses(net, batch, device, attention)
+        else:     # logits at every position
+            logits = net(**packed_forward_kwargs(batch, attention, device)).logits
+            labels = batch["labels"][0, 1:].to(device)
+            loss = F.cross_entropy(logits[0, :-1].float(), labels, ignore_index=-100, reduction="sum")
+            n = int((labels != -100).sum())
         loss.backward()
-        tokens += int((labels != -100).sum())
+        tokens += n
     return tokens
 
 
@@ -108,14 +124,76 @@ def step_padded(net, batch_samples, n_micro, pad_id, device):
     return tokens, slots
 
 
+class MasterAdamW:
+    """AdamW on fp32 master copies of a bf16 model's weights, written back after each step (what
+    DeepSpeed's bf16 mode does); on an fp32 model the master copies are the weights themselves."""
+
+    def __init__(self, net, lr):
+        self.params = list(net.parameters())
+        self.master = [p if p.dtype == torch.float32 else p.detach().float().requires_grad_() for p in self.params]
+        self.optimizer = torch.optim.AdamW(self.master, lr=lr)
+
+    def step(self):
+        for p, m in zip(self.params, self.master):
+            if m is not p:
+                m.grad = p.grad.float()
+        self.optimizer.step()
+        with torch.no_grad():
+            for p, m in zip(self.params, self.master):
+                if m is not p:
+                    p.copy_(m)
+                p.grad = None
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def gemm_peak(net, device, dtype, repeats=10):
+    """The best GFLOP/s of dtype matrix products in the model's own shapes, measured here."""
+    cfg = net.config
+    shapes = [(seq_len, cfg.hidden_size, cfg.intermediate_size), (seq_len, cfg.intermediate_size, cfg.hidden_size),
+              (2048, 2048, 2048)]
+    best = 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
+        for _ in range(2):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = now()
+        for _ in range(repeats):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 2 * m * k * n * repeats / (now() - t0) / 1e9)
+    return best
+
+
+def useful_flops(net, lengths, trained):
+    """Training FLOPs of the work a step needs: the body on every token, the LM head on the
+    trained ones, causal attention inside each sample (forward + backward = 3 x forward)."""
+    cfg = net.config
+    head = net.get_output_embeddings().weight
+    embed = net.get_input_embeddings().weight
+    body = sum(p.numel() for p in net.parameters()) - embed.numel() - (0 if head is embed else head.numel())
+    return (6 * body * sum(lengths) + 6 * head.numel() * trained
+            + 6 * cfg.num_hidden_layers * cfg.hidden_size * sum(n * n for n in lengths))
+
+
+def now():
+    return time.process_time() if clock == "cpu" else time.time()
+
+
 def main():
+    if clock not in ("wall", "cpu"):
+        sys.exit(f"config error: --clock={clock}; known: wall, cpu")
+    if threads:
+        torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(model)
-    global ATTENTION
-    ATTENTION = choose_implementation()
-    net = load_model(model, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32, device=device)
-    net.train()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-5)
+    attention = choose_implementation()
+    fast_dtype = torch.bfloat16 if native_bf16(device) else torch.float32
+    nets = {torch.float32: load_model(model, dtype=torch.float32, device=device).train()}
+    nets[fast_dtype] = nets.get(fast_dtype) or load_model(model, dtype=fast_dtype, device=device).train()
+    peak = gemm_peak(nets[fast_dtype], device, fast_dtype)
     samples = load_mix(tokenizer)
     plan = epoch_rows([len(ids) for ids, _ in samples], seq_len, seed, 0)
     need = (steps + 1) * rows
@@ -123,47 +201,60 @@ def main():
         sys.exit(f"only {len(plan)} packed rows; lower --steps or --rows")
     steps_rows = [plan[s * rows:(s + 1) * rows] for s in range(steps + 1)]
     print(f"{len(samples)} samples, {sum(len(i) for i, _ in samples):,} tokens; "
-          f"{steps} timed steps of {rows} rows x {seq_len} tokens on {device}; packed attention: {ATTENTION}")
+          f"{steps} timed steps of {rows} rows x {seq_len} tokens on {device}; fast path: {fast_dtype}, "
+          f"{attention}; {str(fast_dtype)[6:]} GEMM peak {peak:,.0f} GFLOP/s; "
+          f"{torch.get_num_threads()} threads, {clock} clock")
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
     results = {}
-    for mode in ("packed", "padded"):
-        # the padded run uses sdpa with its padding mask, the HF default; only packing needs varlen
-        net.config._attn_implementation = ATTENTION if mode == "packed" else "sdpa"
-        trained, real, slots, elapsed = 0, 0, 0, 0.0
+    # mode: (weights dtype, attention, packed)
+    modes = {"fp32": (torch.float32, "sdpa", True), "fast": (fast_dtype, attention, True),
+             "padded": (fast_dtype, "sdpa", False)}
+    for mode, (dtype, attn, packed) in modes.items():
+        net = nets[dtype]
+        # the padded run uses sdpa with its padding mask, the HF default
+        net.config._attn_implementation = attn
+        optimizer = MasterAdamW(net, lr=1e-5)
+        trained, real, slots, flops, elapsed = 0, 0, 0, 0.0, 0.0
         for s, batch_rows in enumerate(steps_rows):
             batch_samples = [samples[i] for row in batch_rows for i in row]
             # the HF Trainer's random sampler: a step's samples arrive in random order, not grouped
             # the way our packer grouped them into rows
             random.Random(seed + s).shuffle(batch_samples)
             sync()
-            t0 = time.time()
-            if mode == "packed":
-                n = step_packed(net, batch_rows, samples, device)
+            t0 = now()
+            if packed:
+                n = step_packed(net, batch_rows, samples, device, attn, fast=mode == "fast")
                 used = len(batch_rows) * seq_len
             else:
                 n, used = step_padded(net, batch_samples, len(batch_rows) // micro_rows,
                                       tokenizer.pad_token_id or 0, device)
             optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
             sync()
             if s == 0:
                 continue  # warm-up
-            elapsed += time.time() - t0
+            elapsed += now() - t0
             trained += n
             real += sum(len(ids) for ids, _ in batch_samples)
             slots += used
-        results[mode] = {"tokens_per_s": trained / elapsed, "efficiency": real / slots, "seconds": elapsed}
-        print(f"{mode}: {trained / elapsed:,.0f} trained tokens/s, efficiency {real / slots:.3f}, {elapsed:.1f} s")
+            flops += useful_flops(net, [len(ids) for ids, _ in batch_samples], n)
+        results[mode] = {"tokens_per_s": trained / elapsed, "efficiency": real / slots,
+                         "mfu": flops / elapsed / (peak * 1e9)}
+        print(f"{mode}: {trained / elapsed:,.0f} trained tokens/s, efficiency {real / slots:.3f}, "
+              f"{elapsed:.1f} s, mfu {results[mode]['mfu']:.3f}", flush=True)
+    fp32, fast, padded = (results[m]["tokens_per_s"] for m in ("fp32", "fast", "padded"))
     print(json.dumps({
-        "packing_efficiency": round(results["packed"]["efficiency"], 4),
-        "padded_efficiency": round(results["padded"]["efficiency"], 4),
-        "tokens_per_s_packed": round(results["packed"]["tokens_per_s"], 1),
-        "tokens_per_s_padded": round(results["padded"]["tokens_per_s"], 1),
-        "speedup": round(results["packed"]["tokens_per_s"] / results["padded"]["tokens_per_s"], 3)}))
+        "fp32_tokens_per_s": round(fp32, 1), "fast_tokens_per_s": round(fast, 1),
+        "fast_speedup": round(fast / fp32, 3), "padded_tokens_per_s": round(padded, 1),
+        "packed_vs_padded": round(fast / padded, 3), "mfu": round(results["fast"]["mfu"], 4),
+        "fp32_mfu": round(results["fp32"]["mfu"], 4), "peak_gflops": round(peak, 1),
+        "packing_efficiency": round(results["fast"]["efficiency"], 4),
+        "padded_efficiency": round(results["padded"]["efficiency"], 4), "seq_len": seq_len,
+        "fast_dtype": str(fast_dtype)[6:], "attention": attention,
+        "threads": torch.get_num_threads(), "clock": clock}))
 
 
 if __name__ == "__main__":

@@ -8,20 +8,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 RUN=${RUN:-runs/demo}
-SEQ=${SEQ:-2048}              # tokens per packed row (and the filter/mix length limit)
-STEPS=${STEPS:-16}            # optimizer steps of 04_train.py --preset=cpu (one row each)
+SEQ=${SEQ:-2048}              # the length limit 02 filters to; 03 and 04 read it from there
+STEPS=${STEPS:-20}            # optimizer steps of 04_train.py --preset=cpu (one row each)
 EVAL_TURNS=${EVAL_TURNS:-3}   # agent replies per eval episode (a smoke-run cap: 0 = the envs' own)
 ALFWORLD_GAMES=${ALFWORLD_GAMES:-24}   # ALFWorld train games to collect from
 EVAL_LIMIT=${EVAL_LIMIT:-1}   # episodes per evaluation task and model
 EVAL_TOKENS=${EVAL_TOKENS:-128}  # tokens per reply (CPU generation runs at ~10 tokens/s)
-EVAL_TASKS=${EVAL_TASKS:-os,db,alfworld,sciworld,miniwob,gsm8k,humaneval}
+EVAL_TASKS=${EVAL_TASKS:-os,db,alfworld,sciworld,miniwob,hotpotqa,gsm8k,humaneval,mmlu}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} TOKENIZERS_PARALLELISM=false
 start=$(date +%s)
 stage() { echo; echo "=== [$(( $(date +%s) - start ))s] $*"; }
 
-stage "01 collect: expert trajectories (os, db: dev sets; alfworld: train games; never the std test sets)"
+stage "01 collect: expert (os, db dev sets) and explorer (alfworld train games) trajectories; never the std test sets"
 $PY 01_collect.py --env=os,db --out_dir=$RUN/raw --workers=2
-$PY 01_collect.py --env=alfworld --limit=$ALFWORLD_GAMES --out_dir=$RUN/raw --workers=2
+$PY 01_collect.py --env=alfworld --agent=explorer --limit=$ALFWORLD_GAMES --out_dir=$RUN/raw_explorer --workers=2
 if [ -n "${OPENAI_API_KEY:-}${OPENAI_BASE_URL:-}" ]; then
   stage "01 collect: the openai teacher (${TEACHER_MODEL:-gpt-4o-mini})"
   $PY 01_collect.py --env=os,db --agent=openai --model=${TEACHER_MODEL:-gpt-4o-mini} \
@@ -32,11 +32,11 @@ stage "02 filter"
 $PY 02_filter.py --inputs="$RUN/raw*/*.jsonl" --out_dir=$RUN/filtered --seq_len=$SEQ
 
 stage "03 mix with general data at eta = 0.2"
-$PY 03_mix.py --agent_data=$RUN/filtered/agent.jsonl --eta=0.2 --seq_len=$SEQ --out_dir=$RUN/mix
+$PY 03_mix.py --agent_data=$RUN/filtered/agent.jsonl --eta=0.2 --out_dir=$RUN/mix
 
 stage "04 train SmolLM2-135M-Instruct (CPU, through DeepSpeed)"
 $PY 04_train.py --preset=cpu --data=$RUN/mix/train.jsonl --val_data=$RUN/mix/val.jsonl \
-  --out_dir=$RUN/train --seq_len=$SEQ --batch_size=1 --max_steps=$STEPS --eval_interval=$STEPS --resume=$([ -e $RUN/train/deepspeed/latest ] && echo True || echo False)
+  --out_dir=$RUN/train --batch_size=1 --max_steps=$STEPS --eval_interval=$STEPS --resume=$([ -e $RUN/train/deepspeed/latest ] && echo True || echo False)
 
 stage "05 evaluate the base model"
 $PY 05_eval.py --label=base --tasks=$EVAL_TASKS --limit=$EVAL_LIMIT --max_tokens=$EVAL_TOKENS --workers=4 \

@@ -246,8 +246,10 @@ def test_nothing_survives_a_killed_collector():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True, cwd=repo)
     cgroups, pids = child.stdout.readline().split("|")
-    pids = [int(p) for p in pids.split()]
-    assert len(pids) >= 5 and all(alive(p) for p in pids)
+    # (each controller's cgroup lists the same processes; one that was passing through when the
+    # lists were read may be gone already: the three sleeps, the shell and init stay)
+    pids = sorted({int(p) for p in pids.split()})
+    assert sum(alive(p) for p in pids) >= 5
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert wait_gone(pids) == []

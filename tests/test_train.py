@@ -11,7 +11,7 @@ import torch
 from agentune.chat import encode
 from agentune.packing import best_fit_decreasing, block_causal_mask, collate
 from agentune.records import DataError, to_messages
-from conftest import PYTHON, REPO, load_stage
+from agentune.testing import PYTHON, REPO, load_stage
 
 LLAMA2_TEMPLATE = (
     "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
@@ -74,18 +74,29 @@ def test_best_fit_decreasing_fills_rows():
     assert len(bins) == 4  # 3524 tokens: the optimum is 4 rows
 
 
-def test_packed_logits_and_loss_equal_one_by_one(base_tokenizer):
-    """The real base model: a packed row gives every sample exactly the logits it gets alone."""
+PACKED_CONVERSATIONS = [
+    CONVERSATION,
+    [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4", "loss": True}],
+    [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue.", "loss": True}]]
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "segment_sdpa"])
+def test_packed_logits_and_loss_equal_one_by_one(base_tokenizer, implementation):
+    """The real base model in fp32: a packed row gives every sample exactly the logits it gets
+    alone, with the dense block mask and with per-sample attention alike."""
+    from agentune.attention import choose_implementation, packed_forward_kwargs
     from agentune.model import load_model
     model = load_model("").eval()
-    convs = [CONVERSATION,
-             [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4", "loss": True}],
-             [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue.", "loss": True}]]
-    samples = [encode(base_tokenizer, c) for c in convs]
+    samples = [encode(base_tokenizer, c) for c in PACKED_CONVERSATIONS]
     batch = collate(samples, base_tokenizer.pad_token_id)
+    model.config._attn_implementation = choose_implementation(implementation)
     with torch.no_grad():
-        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                       attention_mask=block_causal_mask(batch["cu_seqlens"]), use_cache=False).logits[0]
+        if implementation == "sdpa":  # the mask, spelled out
+            packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                           attention_mask=block_causal_mask(batch["cu_seqlens"]), use_cache=False).logits[0]
+        else:
+            packed = model(**packed_forward_kwargs(batch, implementation, "cpu")).logits[0]
+        model.config._attn_implementation = "sdpa"  # each sample alone: plain causal attention
         cu = batch["cu_seqlens"].tolist()
         total_loss, total_count = 0.0, 0
         for k, (ids, mask) in enumerate(samples):
@@ -98,10 +109,38 @@ def test_packed_logits_and_loss_equal_one_by_one(base_tokenizer):
 
     class Engine:
         __call__ = staticmethod(lambda **kw: model(**kw))
+    model.config._attn_implementation = implementation
     with torch.no_grad():
-        loss_sum, count = train.token_losses(Engine(), batch, torch.device("cpu"), "sdpa")
+        loss_sum, count = train.token_losses(Engine(), batch, torch.device("cpu"), implementation)
     assert count == total_count
     assert abs(float(loss_sum) - total_loss) < 1e-3 * total_count
+
+
+# bf16 compute (fp32 loss) vs fp32, mean loss per trained token on the base model; measured 0.017
+# (3 short samples, test_bf16_...) and 0.001 (8 validation records, test_step0_...)
+BF16_LOSS_TOLERANCE = 0.03
+
+
+def test_bf16_segment_attention_and_trained_only_head(base_tokenizer):
+    """The CPU fast path (bf16 weights, per-sample attention, LM head on trained positions only):
+    packed equals one by one in bf16 up to bf16 rounding, and its loss is the fp32 loss within
+    BF16_LOSS_TOLERANCE per token."""
+    from agentune.attention import choose_implementation, token_losses
+    from agentune.model import load_model
+    samples = [encode(base_tokenizer, c) for c in PACKED_CONVERSATIONS]
+    batch = collate(samples, base_tokenizer.pad_token_id)
+    implementation = choose_implementation("segment_sdpa")
+    losses = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = load_model("", dtype=dtype).eval()
+        model.config._attn_implementation = implementation
+        with torch.no_grad():
+            packed_sum, count = token_losses(lambda **kw: model(**kw), batch, "cpu", implementation)
+            alone_sum = sum(float(token_losses(lambda **kw: model(**kw), collate([s], 0), "cpu", implementation)[0])
+                            for s in samples)
+        losses[dtype] = float(packed_sum) / count
+        assert abs(float(packed_sum) - alone_sum) / count < (1e-5 if dtype == torch.float32 else 1e-3)
+    assert abs(losses[torch.bfloat16] - losses[torch.float32]) < BF16_LOSS_TOLERANCE, losses
 
 
 def write_records(path, records):
@@ -152,7 +191,7 @@ def test_loss_normalisation_independent_of_accumulation(train_dir, tiny_model_di
     for micro in (1, 2, 4):
         out = train_dir / f"ga{micro}"
         run_train(train_dir, tiny_model_dir, f"--out_dir={out}", "--max_steps=2", "--batch_size=4",
-                  f"--micro_batch_size={micro}", "--save_interval=0")
+                  f"--micro_batch_size={micro}", "--save_interval=0", "--precision=fp32")
         runs.append([m for m in metrics(out) if "loss" in m])
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
@@ -193,11 +232,15 @@ def test_resume_reproduces_losses_and_checkpoint_loads(train_dir, tiny_model_dir
     assert out.shape[1] == ids["input_ids"].shape[1] + 5 or out[0, -1] == tok.eos_token_id
 
 
-def test_step0_val_loss_matches_plain_transformers(train_dir):
-    """--max_steps=0 on the real base model: val_loss equals a per-sample reference."""
+@pytest.mark.parametrize("precision,attention,tolerance", [
+    ("fp32", "sdpa", 1e-4), ("fp32", "auto", 1e-4), ("auto", "auto", BF16_LOSS_TOLERANCE)])
+def test_step0_val_loss_matches_plain_transformers(train_dir, precision, attention, tolerance):
+    """--max_steps=0 on the real base model: val_loss equals a per-sample fp32 reference, exactly
+    in fp32 (dense mask or per-sample attention), within BF16_LOSS_TOLERANCE on the bf16 default."""
     from agentune.model import load_model, load_tokenizer
-    out = train_dir / "step0"
-    run_train(train_dir, "", f"--out_dir={out}", "--max_steps=0", "--batch_size=1")
+    out = train_dir / f"step0_{precision}_{attention}"
+    run_train(train_dir, "", f"--out_dir={out}", "--max_steps=0", "--batch_size=1",
+              f"--precision={precision}", f"--attn_implementation={attention}")
     (record,) = metrics(out)
     model, tok = load_model("").eval(), load_tokenizer("")
     loss_sum, count = 0.0, 0
@@ -217,7 +260,7 @@ def test_step0_val_loss_matches_plain_transformers(train_dir):
             loss_sum += float(loss) * n_answer
             count += n_answer
     assert record["val_tokens"] == count
-    assert abs(record["val_loss"] - loss_sum / count) < 1e-4
+    assert abs(record["val_loss"] - loss_sum / count) < tolerance
 
 
 @pytest.mark.parametrize("line,message", [
@@ -274,3 +317,38 @@ def test_deepspeed_launcher_smoke(train_dir, tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     assert sum(p.numel() for p in model.parameters()) > 0
     assert all(p.abs().sum() > 0 for p in model.parameters())  # ZeRO-3 did not save empty shards
+
+
+def test_resume_refuses_a_changed_data_order(tmp_path, tiny_model_dir):
+    write_records(tmp_path / "train.jsonl", train_records(12))
+    write_records(tmp_path / "val.jsonl", train_records(2, seed=1))
+    out = tmp_path / "out"
+    run_train(tmp_path, tiny_model_dir, f"--out_dir={out}", "--max_steps=1", "--batch_size=2")
+    assert (out / "deepspeed" / "step000001" / "rng_rank0.pt").exists()
+    for change, expected in (("--seed=7", "seed: checkpoint 1234, now 7"),
+                             ("--batch_size=4", "batch_size: checkpoint 2, now 4")):
+        proc = run_train(tmp_path, tiny_model_dir, f"--out_dir={out}", "--max_steps=2", "--batch_size=2",
+                         "--resume=True", change, check=False)
+        err = proc.stderr + proc.stdout
+        assert proc.returncode != 0 and expected in err and "Traceback" not in err, err[-3000:]
+    write_records(tmp_path / "train.jsonl", train_records(12, seed=5))  # same file name, new samples
+    proc = run_train(tmp_path, tiny_model_dir, f"--out_dir={out}", "--max_steps=2", "--batch_size=2",
+                     "--resume=True", check=False)
+    err = proc.stderr + proc.stdout
+    assert proc.returncode != 0 and "samples_sha1: checkpoint" in err and "Traceback" not in err, err[-3000:]
+
+
+def test_seq_len_travels_from_the_mix_and_loss_chart(tmp_path, tiny_model_dir):
+    """04 reads the seq_len 03_mix.py recorded next to its data (unless --seq_len is given) and
+    ends with loss.png drawn from metrics.jsonl."""
+    write_records(tmp_path / "train.jsonl", train_records(8))
+    (tmp_path / "mix_report.json").write_text(json.dumps({"seq_len": 192, "model": tiny_model_dir}))
+    out = tmp_path / "out"
+    cmd = [PYTHON, os.path.join(REPO, "04_train.py"), f"--model={tiny_model_dir}", f"--data={tmp_path}/train.jsonl",
+           "--val_data=", "--max_steps=1", "--batch_size=2", "--precision=fp32", f"--out_dir={out}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert json.loads((out / "config.json").read_text())["seq_len"] == 192
+    assert "seq_len = 192 (from" in proc.stdout
+    assert (out / "loss.png").stat().st_size > 0
