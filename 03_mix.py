@@ -21,7 +21,7 @@ from agentune.paths import data_path
 
 agent_data = ["data/filtered/agent.jsonl"]   # files or globs: 02_filter.py output or AgentInstruct
 general_data = [data_path("general", "alpaca_en_demo.json"), data_path("general", "glaive_toolcall_en_demo.json")]
-out_dir = "data"
+out_dir = "data/mix"
 eta = 0.2                 # share of agent data in train.jsonl
 eta_unit = "samples"      # samples: eta of the records; tokens: eta of the trained (assistant) tokens
 total = 0                 # training samples; 0: every agent record once, total = agent records / eta
@@ -175,7 +175,7 @@ report = {"eta": eta, "eta_unit": eta_unit, "achieved": achieved, "train": len(t
 with open(os.path.join(out_dir, "mix_report.json"), "w") as f:
     json.dump(report, f, indent=1)
     f.write("\n")
-save_config(config, os.path.join(out_dir, "mix_config.json"))
+save_config(config, os.path.join(out_dir, "config.json"))
 
 header = ["source", "unique", "samples", "epochs", "tokens", "trained_tokens"]
 rows = [[key, row["unique_records"], row["samples"], f"{row['epochs']:.2f}", row["tokens"], row["trained_tokens"]]

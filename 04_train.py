@@ -1,7 +1,7 @@
 """Stage 04: supervised fine-tuning on packed sequences, loss on the assistant turns only.
 
     python 04_train.py --preset=cpu                      # one process, still through DeepSpeed
-    deepspeed --num_gpus=8 04_train.py --data=data/train.jsonl
+    deepspeed --num_gpus=8 04_train.py --data=data/mix/train.jsonl
     sbatch slurm/train_multinode.sbatch                  # many nodes
 
 Samples are packed best-fit-decreasing into rows of seq_len tokens; position ids restart per
@@ -32,8 +32,8 @@ from agentune.records import DataError, JsonlWriter, read_jsonl, read_records, t
 
 # ---------------------------------------------------------------------------------------------
 # settings (override as --name=value; --preset=NAME first applies a block of them)
-data = "data/train.jsonl"          # training records (messages or conversations), files or globs
-val_data = "data/val.jsonl"        # '' to skip validation
+data = "data/mix/train.jsonl"      # training records (messages or conversations), files or globs
+val_data = "data/mix/val.jsonl"    # '' to skip validation
 model = ""                         # Hugging Face model dir; '' = SmolLM2-135M-Instruct
 out_dir = "out/train"
 resume = False                     # continue from the latest checkpoint in out_dir

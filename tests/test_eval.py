@@ -134,6 +134,9 @@ def test_eval_end_to_end_expert(tmp_path):
     for name in ("gsm8k", "humaneval", "quiz"):  # reference answers: full score
         assert tasks[name]["score"] == 100.0 and tasks[name]["n"] == 3, (name, tasks[name])
     assert tasks["db"]["n"] == 3 and tasks["db"]["group"] == "held_in"
+    # the std test set, named with its size; AgentBench's 128 new tokens per reply; an interval
+    assert (tasks["db"]["set"], tasks["db"]["set_size"], tasks["db"]["max_reply_tokens"]) == ("db:std", 300, 128)
+    assert tasks["gsm8k"]["max_reply_tokens"] == 512 and tasks["gsm8k"]["ci_low"] < 100 == tasks["gsm8k"]["ci_high"]
     assert results["overall"]["general"] == pytest.approx((100 / 52.82 + 100 / 35.64) / 2, rel=1e-3)
     assert "quiz" not in results["overall_tasks"]["general"]  # no paper figure, no --baseline
     lines = (out_dir / "episodes" / "gsm8k.jsonl").read_text().splitlines()

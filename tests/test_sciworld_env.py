@@ -152,3 +152,14 @@ def java_alive(pid):
             return "zombie" not in f.read().lower()
     except FileNotFoundError:
         return False
+
+
+def test_cut_episode_keeps_the_score_it_reached(env):
+    """Cut by the runner's reply limit (or the context), an episode keeps the score it reached,
+    as AgentTuning's harness counts it (not 0)."""
+    from agentune.agents import ExpertAgent
+    from agentune.rollout import run_episode
+    task = SciWorldEnv.make_task(GOLD_TASKS[0])
+    record = run_episode(env, ExpertAgent(), task, max_turns=3)   # far short of the gold path
+    assert record["finish"] == "max_turns" and not record["success"]
+    assert record["reward"] == env.last_score / 100 > 0
