@@ -23,6 +23,7 @@ ALF_GAMES=${ALF_GAMES:-300}           # ALFWorld train games to collect from
 SEQ=${SEQ:-2048}                      # fixed by 02_filter.py; 03 and 04 read it from there
 STEPS=${STEPS:-60}; ROWS=${ROWS:-4}   # optimizer steps x packed rows per step, the same for every run
 LR=${LR:-2e-4}
+MIX_PER_ROW=${MIX_PER_ROW:-5}         # mix samples per trained row (about what a row packs: one pass over the mix)
 ETAS=${ETAS:-"0.0 0.2 0.5 1.0"}
 HELDIN=${HELDIN:-alfworld,db,os}      # full std sets unless HELDIN_LIMIT
 HELDIN_LIMIT=${HELDIN_LIMIT:-0}
@@ -43,7 +44,7 @@ train() {  # name mix_dir
 evaluate() {  # run model_dir
   [ -e $S/eval/$1/heldin/results.json ] || $PY 05_eval.py --label=$1 --model="$2" --tasks=$HELDIN \
     --limit=$HELDIN_LIMIT --workers=8 --out_dir=$S/eval/$1/heldin
-  [ -e $S/eval/$1/other/results.json ] || $PY 05_eval.py --label=$1 --model="$2" --tasks=$OTHER \
+  [ -z "$OTHER" ] || [ -e $S/eval/$1/other/results.json ] || $PY 05_eval.py --label=$1 --model="$2" --tasks=$OTHER \
     --limit=$EVAL_LIMIT --workers=8 --out_dir=$S/eval/$1/other
 }
 
@@ -54,7 +55,7 @@ $PY 02_filter.py --inputs="$S/raw/*.jsonl" --out_dir=$S/filtered --seq_len=$SEQ 
 
 stage "(1)+(2) mixes at eta $ETAS and their training runs ($STEPS steps x $ROWS rows)"
 for eta in $ETAS; do
-  $PY 03_mix.py --agent_data=$S/filtered/agent.jsonl --eta=$eta --total=$(( STEPS * ROWS * 4 )) \
+  $PY 03_mix.py --agent_data=$S/filtered/agent.jsonl --eta=$eta --total=$(( STEPS * ROWS * MIX_PER_ROW )) \
     --out_dir=$S/mix/eta$eta
   train eta$eta $S/mix/eta$eta
 done
@@ -76,7 +77,7 @@ if [ "$SELF_ATTEMPTS" -gt 0 ]; then
 fi
 for kind in filtered unfiltered; do
   if [ "$SELF_ATTEMPTS" -gt 0 ] && [ -s $S/${kind}_self/agent.jsonl ]; then
-    $PY 03_mix.py --agent_data=$S/${kind}_self/agent.jsonl --eta=0.2 --total=$(( STEPS * ROWS * 4 )) \
+    $PY 03_mix.py --agent_data=$S/${kind}_self/agent.jsonl --eta=0.2 --total=$(( STEPS * ROWS * MIX_PER_ROW )) \
       --out_dir=$S/mix/self_$kind
     train self_$kind $S/mix/self_$kind
     evaluate self_$kind $S/train/self_$kind/final
@@ -86,6 +87,6 @@ for kind in filtered unfiltered; do
 done
 
 stage "report"
-command="STUDY=$S MODEL=$MODEL PRESET=$PRESET TEACHER=$TEACHER ALF_GAMES=$ALF_GAMES SEQ=$SEQ STEPS=$STEPS ROWS=$ROWS LR=$LR ETAS='$ETAS' HELDIN=$HELDIN HELDIN_LIMIT=$HELDIN_LIMIT OTHER=$OTHER EVAL_LIMIT=$EVAL_LIMIT SELF_GAMES=$SELF_GAMES SELF_ATTEMPTS=$SELF_ATTEMPTS bash experiments/reproduce.sh"
+command="STUDY=$S MODEL=$MODEL PRESET=$PRESET TEACHER=$TEACHER ALF_GAMES=$ALF_GAMES SEQ=$SEQ STEPS=$STEPS ROWS=$ROWS LR=$LR MIX_PER_ROW=$MIX_PER_ROW ETAS='$ETAS' HELDIN=$HELDIN HELDIN_LIMIT=$HELDIN_LIMIT OTHER=$OTHER EVAL_LIMIT=$EVAL_LIMIT SELF_GAMES=$SELF_GAMES SELF_ATTEMPTS=$SELF_ATTEMPTS bash experiments/reproduce.sh"
 $PY experiments/write_results.py --study=$S --command="$command" --seconds=$(( $(date +%s) - start )) \
   --out_md=${RESULTS_MD:-experiments/RESULTS.md} --out_json=${RESULTS_JSON:-experiments/results.json}

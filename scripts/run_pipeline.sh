@@ -49,7 +49,7 @@ $PY 05_eval.py --label=tuned --model=$RUN/train/final --tasks=$EVAL_TASKS --limi
 stage "done in $(( $(date +%s) - start ))s"
 cat $RUN/eval_tuned/results.md
 echo
-echo "trajectories: $RUN/raw/*.jsonl   (read them: $PY scripts/view.py $RUN/raw/os.jsonl)"
+echo "trajectories: $RUN/raw/*.jsonl, $RUN/raw_explorer/*.jsonl   (read them: $PY scripts/view.py $RUN/raw/os.jsonl)"
 echo "filter report: $RUN/filtered/report.json   mix: $RUN/mix/mix_report.json"
-echo "model: $RUN/train/final   metrics: $RUN/train/metrics.jsonl"
+echo "model: $RUN/train/final   metrics: $RUN/train/metrics.jsonl, $RUN/train/loss.png"
 echo "results: $RUN/eval_tuned/results.{json,md,png}, base: $RUN/eval_base/"
