@@ -27,7 +27,7 @@ MIX_PER_ROW=${MIX_PER_ROW:-5}         # mix samples per trained row (about what 
 ETAS=${ETAS:-"0.0 0.2 0.5 1.0"}
 HELDIN=${HELDIN:-alfworld,db,os}      # full std sets unless HELDIN_LIMIT
 HELDIN_LIMIT=${HELDIN_LIMIT:-0}
-OTHER=${OTHER:-hotpotqa,gsm8k,humaneval}
+OTHER=${OTHER-hotpotqa,gsm8k,humaneval}
 EVAL_LIMIT=${EVAL_LIMIT:-50}          # episodes per held-out/general task
 SELF_GAMES=${SELF_GAMES:-100}; SELF_ATTEMPTS=${SELF_ATTEMPTS:-2}; SELF_TEMPERATURE=${SELF_TEMPERATURE:-0.7}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} TOKENIZERS_PARALLELISM=false

@@ -145,6 +145,27 @@ for task in tasks:
     group = next(r["tasks"][task]["group"] for r in runs.values() if task in r["tasks"])
     lines.append(f"| {task} | {group} | " + " | ".join(fmt(r["tasks"].get(task)) for r in runs.values()) + " |")
 
+# how the models behaved, from their episodes: a model can learn the format before it succeeds
+lines += ["", "## Behaviour (from the episodes)", "",
+          "| run | task | replies in the env's format | valid actions | mean replies per episode | how episodes ended |",
+          "|---|---|---:|---:|---:|---|"]
+for (run, task), eps in episodes.items():
+    steps = [s for r in eps.values() for s in r.get("steps", [])]
+    finishes = {}
+    for r in eps.values():
+        finishes[r["finish"]] = finishes.get(r["finish"], 0) + 1
+    if steps:
+        lines.append(f"| {run} | {task} | {sum(bool(s.get('valid_format')) for s in steps) / len(steps):.0%} | "
+                     f"{sum(bool(s.get('valid_action')) for s in steps) / len(steps):.0%} | "
+                     f"{len(steps) / len(eps):.1f} | " + ", ".join(f"{k} {v}" for k, v in sorted(finishes.items())) + " |")
+if train_info:
+    # the paper trained Llama-2 for 2,000 steps of 64 x 4,096-token rows
+    paper_tokens = 2000 * 64 * 4096
+    most = max(trained for _, _, _, trained in train_info)
+    lines += ["", f"Scale: the largest run here trained {most:,} tokens (loss-bearing); the paper's runs "
+              f"processed about {paper_tokens:,} row tokens, {paper_tokens / max(most, 1):,.0f}x more, "
+              "on models 50-500x larger."]
+
 claims = []
 if TUNED in runs:
     rows = []
