@@ -49,8 +49,8 @@ from agentune.chat import encode  # noqa: E402
 from agentune.decontam import eval_index, load_env  # noqa: E402
 from agentune.envs import ENVS  # noqa: E402
 from agentune.model import load_tokenizer  # noqa: E402
-from agentune.records import (DataError, agent_message_indices, episode_messages, expand_paths,  # noqa: E402
-                              read_jsonl, to_messages, write_jsonl)
+from agentune.records import (DataError, agent_message_indices, expand_paths, read_jsonl,  # noqa: E402
+                              to_messages, write_jsonl)
 
 RULES = ["finish", "reward", "format", "repetition", "contamination", "length", "duplicate", "per_task"]
 REQUIRED = {"id": str, "env": str, "messages": list, "reward": (int, float), "finish": (str, type(None))}
@@ -147,8 +147,9 @@ def length_rule(where, record):
 
 def training_messages(where, record):
     """The conversation with loss on the agent's own replies only: never on the env's prompt,
-    its one-shot example's assistant turns ("Ok.", the solved example) or the observations."""
-    return to_messages({"messages": episode_messages(record, where)}, where)
+    its one-shot example's assistant turns ("Ok.", the solved example) or the observations
+    (to_messages reads an episode record that way)."""
+    return to_messages(record, where)
 
 
 def first_failure(where, record, index):

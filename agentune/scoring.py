@@ -79,7 +79,8 @@ def task_score(records):
     as the source benchmark's task score in [0, 1] (success for os/db/alfworld/miniwob, exact match
     for gsm8k/mc/mmlu, pass@1 for humaneval, the env's score / 100 for sciworld, answer F1 for
     hotpotqa, a win for dcg). Episodes that ended in an error count as 0: they are counted in the error
-    analysis, never dropped. MT-Bench is the exception: see below."""
+    analysis, never dropped. MT-Bench is the exception: see scored_records."""
+    records, scale = scored_records(records)
     if not records:
         return None
     if records[0].get("env") == "sciworld":
@@ -89,12 +90,16 @@ def task_score(records):
         for r in records:
             by_type.setdefault(r["task_id"].split("#")[0], []).append(float(r.get("reward") or 0.0))
         return 100.0 * sum(sum(v) / len(v) for v in by_type.values()) / len(by_type)
-    if records[0].get("env") == "mtbench":
-        # the paper's 1-10 scale: the mean judge rating (reward = rating / 10) over the judged
-        # questions; a question the judge could not rate (env_error) is left out, as FastChat does
-        judged = [float(r.get("reward") or 0.0) for r in records if r.get("finish") != "env_error"]
-        return 10.0 * sum(judged) / len(judged) if judged else None
-    return 100.0 * sum(float(r.get("reward") or 0.0) for r in records) / len(records)
+    return scale * sum(float(r.get("reward") or 0.0) for r in records) / len(records)
+
+
+def scored_records(records):
+    """(the episodes a task's score counts, its scale). 0-100 and every episode, except MT-Bench:
+    the paper's 1-10 scale (reward = rating / 10) over the judged questions (a question the judge
+    could not rate, env_error, is left out, as FastChat does)."""
+    if records and records[0].get("env") == "mtbench":
+        return [r for r in records if r.get("finish") != "env_error"], 10.0
+    return records, 100.0
 
 
 def wilson(successes, n, z=1.96):
@@ -110,9 +115,7 @@ def wilson(successes, n, z=1.96):
 def score_interval(records, z=1.96):
     """95% interval of task_score on its 0-100 scale: Wilson when every reward is 0 or 1 (a
     success rate), else the normal interval of the mean reward (ScienceWorld's partial scores)."""
-    scale = 100
-    if records and records[0].get("env") == "mtbench":  # task_score's 1-10 scale, judged questions
-        scale, records = 10, [r for r in records if r.get("finish") != "env_error"]
+    records, scale = scored_records(records)
     rewards = [float(r.get("reward") or 0.0) for r in records]
     if not rewards:
         return None, None
@@ -120,8 +123,8 @@ def score_interval(records, z=1.96):
         low, high = wilson(sum(rewards), len(rewards), z)
     else:
         mean = sum(rewards) / len(rewards)
-        sd = math.sqrt(sum((x - mean) ** 2 for x in rewards) / max(1, len(rewards) - 1))
-        low, high = max(0.0, mean - z * sd / math.sqrt(len(rewards))), min(1.0, mean + z * sd / math.sqrt(len(rewards)))
+        half = z * math.sqrt(sum((x - mean) ** 2 for x in rewards) / max(1, len(rewards) - 1) / len(rewards))
+        low, high = max(0.0, mean - half), min(1.0, mean + half)
     return round(scale * low, 2), round(scale * high, 2)
 
 

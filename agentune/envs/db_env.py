@@ -114,9 +114,13 @@ class Database:
         """The task table's rows, or None when the agent dropped or broke it."""
         columns = ", ".join(self.quote(c["name"]) for c in self.table["table_info"]["columns"])
         try:
-            return self.execute(f"SELECT {columns} FROM {self.table_ref}")
+            return self.execute_as_owner(f"SELECT {columns} FROM {self.table_ref}")
         except SQLError:
             return None
+
+    def execute_as_owner(self, sql):
+        """Our own statements (scoring): where the agent has an account of its own, not through it."""
+        return self.execute(sql)
 
 
 def table_values(table):
@@ -264,14 +268,9 @@ class MySQLDatabase(Database):
             sqlstate = getattr(e, "sqlstate", None)
             raise SQLError(f"{code} ({sqlstate}): {message}" if sqlstate else f"{code}: {message}") from None
 
-    def table_rows(self):
-        """Read by the administering account: the episode's account may have been used to break
-        its own session."""
-        columns = ", ".join(self.quote(c["name"]) for c in self.table["table_info"]["columns"])
-        try:
-            return self.execute(f"SELECT {columns} FROM {self.table_ref}", as_admin=True)
-        except SQLError:
-            return None
+    def execute_as_owner(self, sql):
+        # the administering account: the episode's account may have been used to break its session
+        return self.execute(sql, as_admin=True)
 
     def close(self):
         if self.agent_conn is not None:
