@@ -227,7 +227,7 @@ def agent_message_indices(record, where):
     return assistant[len(assistant) - turns:]
 
 
-def episode_messages(record, where):
+def _episode_messages(record, where):
     """An episode's messages with loss flags: true on the agent's own replies only."""
     agent = set(agent_message_indices(record, where))
     return [{"role": m.get("role"), "content": m.get("content"),
@@ -255,7 +255,7 @@ def to_messages(record, where):
     if is_episode(record):
         if not isinstance(record["messages"], list):
             raise DataError(where, "'messages' must be a list of {role, content} objects")
-        record = {"messages": episode_messages(record, where)}
+        record = {"messages": _episode_messages(record, where)}
     if "messages" in record:
         raw = record["messages"]
         if not isinstance(raw, list):
