@@ -30,10 +30,22 @@ HELDIN_LIMIT=${HELDIN_LIMIT:-0}
 OTHER=${OTHER-hotpotqa,gsm8k,humaneval}
 EVAL_LIMIT=${EVAL_LIMIT:-50}          # episodes per held-out/general task
 SELF_GAMES=${SELF_GAMES:-100}; SELF_ATTEMPTS=${SELF_ATTEMPTS:-2}; SELF_TEMPERATURE=${SELF_TEMPERATURE:-0.7}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)} TOKENIZERS_PARALLELISM=false
-mkdir -p $S
+REPLAY_ETA=${REPLAY_ETA:-}            # e.g. 1.0: also train on the replay expert's ALFWorld trajectories (same games,
+                                      # same compute) and compare with the explorer's run at that eta (run replay_eta<E>)
+REPLAY_HELDIN=${REPLAY_HELDIN:-alfworld}
+JOBS=${JOBS:-1}                       # trainings / evaluations run side by side, the cores split among them (on this
+                                      # CPU one core per training gives nearly the throughput of two)
+THREADS=$(( $(nproc) / JOBS )); [ $THREADS -ge 1 ] || THREADS=1
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$THREADS} TOKENIZERS_PARALLELISM=false
+mkdir -p $S/logs
 start=$(date +%s)
 stage() { echo; echo "=== [$(( $(date +%s) - start ))s] $*"; }
+
+launch() {  # run "$@" in the background, at most JOBS at a time; a failed job stops the study
+  "$@" > $S/logs/$2.$1.log 2>&1 &
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+}
+finish() { while [ -n "$(jobs -rp)" ]; do wait -n; done; }
 
 train() {  # name mix_dir
   [ -e $S/train/$1/final/config.json ] && return
@@ -41,8 +53,8 @@ train() {  # name mix_dir
     --out_dir=$S/train/$1 --batch_size=$ROWS --max_steps=$STEPS --lr=$LR --eval_interval=$STEPS \
     --save_interval=100000
 }
-evaluate() {  # run model_dir
-  [ -e $S/eval/$1/heldin/results.json ] || $PY 05_eval.py --label=$1 --model="$2" --tasks=$HELDIN \
+evaluate() {  # run model_dir [held-in tasks]
+  [ -e $S/eval/$1/heldin/results.json ] || $PY 05_eval.py --label=$1 --model="$2" --tasks=${3:-$HELDIN} \
     --limit=$HELDIN_LIMIT --workers=8 --out_dir=$S/eval/$1/heldin
   [ -z "$OTHER" ] || [ -e $S/eval/$1/other/results.json ] || $PY 05_eval.py --label=$1 --model="$2" --tasks=$OTHER \
     --limit=$EVAL_LIMIT --workers=8 --out_dir=$S/eval/$1/other
@@ -52,17 +64,30 @@ stage "collect: $TEACHER on $ALF_GAMES ALFWorld train games, OS and DB dev; filt
 $PY 01_collect.py --env=alfworld --agent=$TEACHER --limit=$ALF_GAMES --out_dir=$S/raw --workers=2
 $PY 01_collect.py --env=os,db --agent=expert --out_dir=$S/raw --workers=4
 $PY 02_filter.py --inputs="$S/raw/*.jsonl" --out_dir=$S/filtered --seq_len=$SEQ --model="$MODEL"
+if [ -n "$REPLAY_ETA" ]; then   # the same ALFWorld games replayed from their walkthroughs; OS and DB as above
+  $PY 01_collect.py --env=alfworld --agent=expert --limit=$ALF_GAMES --out_dir=$S/raw_replay --workers=2
+  $PY 02_filter.py --inputs="$S/raw_replay/alfworld.jsonl,$S/raw/os.jsonl,$S/raw/db.jsonl" --out_dir=$S/filtered_replay \
+    --seq_len=$SEQ --model="$MODEL"
+fi
 
 stage "(1)+(2) mixes at eta $ETAS and their training runs ($STEPS steps x $ROWS rows)"
 for eta in $ETAS; do
   $PY 03_mix.py --agent_data=$S/filtered/agent.jsonl --eta=$eta --total=$(( STEPS * ROWS * MIX_PER_ROW )) \
     --out_dir=$S/mix/eta$eta
-  train eta$eta $S/mix/eta$eta
 done
+if [ -n "$REPLAY_ETA" ]; then
+  $PY 03_mix.py --agent_data=$S/filtered_replay/agent.jsonl --eta=$REPLAY_ETA --total=$(( STEPS * ROWS * MIX_PER_ROW )) \
+    --out_dir=$S/mix/replay_eta$REPLAY_ETA
+fi
+for eta in $ETAS; do launch train eta$eta $S/mix/eta$eta; done
+[ -z "$REPLAY_ETA" ] || launch train replay_eta$REPLAY_ETA $S/mix/replay_eta$REPLAY_ETA
+finish
 
-stage "evaluate base and every eta"
-evaluate base "$MODEL"
-for eta in $ETAS; do evaluate eta$eta $S/train/eta$eta/final; done
+stage "evaluate base and every eta (logs: $S/logs)"
+launch evaluate base "$MODEL"
+for eta in $ETAS; do launch evaluate eta$eta $S/train/eta$eta/final; done
+[ -z "$REPLAY_ETA" ] || launch evaluate replay_eta$REPLAY_ETA $S/train/replay_eta$REPLAY_ETA/final "$REPLAY_HELDIN"
+finish
 
 stage "(3) the tuned model as a teacher: $SELF_ATTEMPTS attempts at T=$SELF_TEMPERATURE on $SELF_GAMES train games"
 for i in $(seq 1 $SELF_ATTEMPTS); do   # (SELF_ATTEMPTS=0 skips the comparison)
@@ -87,6 +112,6 @@ for kind in filtered unfiltered; do
 done
 
 stage "report"
-command="STUDY=$S MODEL=$MODEL PRESET=$PRESET TEACHER=$TEACHER ALF_GAMES=$ALF_GAMES SEQ=$SEQ STEPS=$STEPS ROWS=$ROWS LR=$LR MIX_PER_ROW=$MIX_PER_ROW ETAS='$ETAS' HELDIN=$HELDIN HELDIN_LIMIT=$HELDIN_LIMIT OTHER=$OTHER EVAL_LIMIT=$EVAL_LIMIT SELF_GAMES=$SELF_GAMES SELF_ATTEMPTS=$SELF_ATTEMPTS bash experiments/reproduce.sh"
+command="STUDY=$S MODEL=$MODEL PRESET=$PRESET TEACHER=$TEACHER ALF_GAMES=$ALF_GAMES SEQ=$SEQ STEPS=$STEPS ROWS=$ROWS LR=$LR MIX_PER_ROW=$MIX_PER_ROW ETAS='$ETAS' HELDIN=$HELDIN HELDIN_LIMIT=$HELDIN_LIMIT OTHER=$OTHER EVAL_LIMIT=$EVAL_LIMIT SELF_GAMES=$SELF_GAMES SELF_ATTEMPTS=$SELF_ATTEMPTS REPLAY_ETA=$REPLAY_ETA JOBS=$JOBS bash experiments/reproduce.sh"
 $PY experiments/write_results.py --study=$S --command="$command" --seconds=$(( $(date +%s) - start )) \
   --out_md=${RESULTS_MD:-experiments/RESULTS.md} --out_json=${RESULTS_JSON:-experiments/results.json}
