@@ -31,7 +31,7 @@ seed = 0                     # explorer: its search order (another seed, other t
 hf_dtype = "auto"            # hf: auto (bf16 where the CPU/GPU computes it fast) | float32 (= plain fp32 greedy) | bfloat16
 workers = 8                  # concurrent episodes per environment
 max_turns = 0                # agent replies per episode; 0 = each env's own limit (AgentBench's)
-limit = 0                    # 0 = every task; N = the first N tasks of each env
+limit = 0                    # 0 = every task; N = N tasks of each env spread over its list (fixed seed; a larger N keeps a smaller one's)
 shard = ""                   # "i/n" (i = 0..n-1): this job's share of each task list, for slurm arrays
 out_dir = "data/raw"
 # -----------------------------------------------------------------------------
@@ -40,7 +40,7 @@ config = configure(globals())
 
 from agentune.agents import make_agent  # noqa: E402
 from agentune.envs import env_class  # noqa: E402
-from agentune.rollout import run_episodes, shard_tasks  # noqa: E402
+from agentune.rollout import run_episodes, sample_tasks, shard_tasks  # noqa: E402
 
 
 
@@ -76,8 +76,7 @@ try:
     for name, cls in env_classes.items():
         task_list = cls.load_tasks(tasks, None) if tasks else cls.load_tasks(None, splits.get(name))
         refuse_test_tasks(name, cls, task_list)
-        if limit:
-            task_list = task_list[:limit]
+        task_list = sample_tasks(task_list, limit)
         task_list = shard_tasks(task_list, shard)
         summaries.append(run_episodes(name, task_list, player, os.path.join(out_dir, f"{name}{suffix}.jsonl"),
                                       workers=workers, env_kwargs=env_kwargs.get(name),

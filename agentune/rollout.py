@@ -8,6 +8,7 @@ task ids already there.
 import os
 import pickle
 import queue
+import random
 import subprocess
 import sys
 import threading
@@ -183,6 +184,18 @@ def serve_env(env_name):
 
 # ---------------------------------------------------------------------------------------------
 # Many episodes
+
+def sample_tasks(tasks, limit):
+    """`limit` tasks spread over the whole list, in its order. Task files are often sorted by kind
+    (ALFWorld's train split: all 'look_at_obj_in_light' games first), so the first N would teach one
+    kind only. A fixed-seed permutation decides: the same N every run, and a larger N keeps a smaller
+    one's tasks, so a rerun with a larger --limit resumes."""
+    if not limit or limit >= len(tasks):
+        return tasks
+    order = list(range(len(tasks)))
+    random.Random(0).shuffle(order)
+    return [tasks[i] for i in sorted(order[:limit])]
+
 
 def shard_tasks(tasks, shard):
     """Shard 'i/n' (i = 0..n-1, as slurm array indices) of a task list: every n-th task from the

@@ -13,6 +13,7 @@ import pytest
 from agentune import rollout
 from agentune.agents import make_agent
 from agentune.envs import env_class
+from agentune.rollout import sample_tasks
 from agentune.envs.base import Task
 from agentune.records import read_jsonl
 from agentune.paths import data_path
@@ -173,7 +174,7 @@ def test_collect_resumes_after_kill_9(tmp_path):
     """kill -9 of a real collector mid-run: every line left is a whole record, and the restart
     adds exactly the missing episodes (none lost, none twice)."""
     out = tmp_path / "db.jsonl"
-    limit = 30  # the whole collect half of DBBench dev
+    limit = 30  # of DBBench dev's 60
     args = ["--agent=openai", "--model=teacher", "--workers=4", f"--limit={limit}", f"--out_dir={tmp_path}"]
     with ChatServer(reply_fn=db_teacher, delay_s=0.1) as server:
         args.append(f"--base_url={server.url}")
@@ -195,6 +196,16 @@ def test_collect_resumes_after_kill_9(tmp_path):
         assert proc.returncode == 0, output
     assert out.read_bytes().startswith(killed)  # the finished episodes are kept as they were
     got = records(out)
-    assert sorted(r["task_id"] for r in got) == sorted(t.id for t in DB.load_tasks(None, "dev")[:limit])
+    assert sorted(r["task_id"] for r in got) == sorted(t.id for t in sample_tasks(DB.load_tasks(None, "dev"), limit))
     assert all(r["finish"] == "answered" and r["turns"] == 2 for r in got)
     assert f"{limit - len(first)} to run" in output
+
+
+def test_limit_spreads_over_a_sorted_task_list():
+    """ALFWorld's train split is sorted by task kind: --limit must not take one kind only, must pick
+    the same tasks every run, and a larger limit must keep a smaller one's tasks (so it resumes)."""
+    tasks = [f"{kind}-{i}" for kind in ("look", "pick", "clean", "heat", "cool", "two") for i in range(100)]
+    small, large = sample_tasks(tasks, 60), sample_tasks(tasks, 200)
+    assert {t.split("-")[0] for t in small} == {"look", "pick", "clean", "heat", "cool", "two"}
+    assert small == sample_tasks(tasks, 60) and set(small) <= set(large)
+    assert small == sorted(small, key=tasks.index) and sample_tasks(tasks, 0) == tasks
