@@ -186,15 +186,16 @@ def serve_env(env_name):
 # Many episodes
 
 def sample_tasks(tasks, limit):
-    """`limit` tasks spread over the whole list, in its order. Task files are often sorted by kind
-    (ALFWorld's train split: all 'look_at_obj_in_light' games first), so the first N would teach one
-    kind only. A fixed-seed permutation decides: the same N every run, and a larger N keeps a smaller
-    one's tasks, so a rerun with a larger --limit resumes."""
-    if not limit or limit >= len(tasks):
+    """`limit` tasks spread over the whole list. Task files are often sorted by kind (ALFWorld's
+    train split: all 'look_at_obj_in_light' games first), so the first N would teach one kind only.
+    A fixed-seed permutation decides, and its order is kept: the same N every run, a larger N starts
+    with a smaller one's tasks (a rerun with a larger --limit resumes), and a collection stopped
+    half-way holds a mix of every kind."""
+    if not limit:
         return tasks
     order = list(range(len(tasks)))
     random.Random(0).shuffle(order)
-    return [tasks[i] for i in sorted(order[:limit])]
+    return [tasks[i] for i in order[:limit]]
 
 
 def shard_tasks(tasks, shard):
