@@ -145,8 +145,8 @@ def test_make_agent_and_unknown_env():
     assert isinstance(agent, ExplorerAgent) and agent.describe()["kind"] == "explorer"
 
     class Other:
-        name = "os"
-    with pytest.raises(SystemExit, match="no policy for 'os'"):
+        name = "sciworld"
+    with pytest.raises(SystemExit, match="no policy for 'sciworld'"):
         agent.reply([], Other())
 
 

@@ -239,6 +239,11 @@ class OSEnv(Env):
             params.append(output)
         return True
 
+    def example_script(self):
+        """The task's reference solution as AgentBench ships it, (language, code) or None: what the
+        expert replays and the explorer (agentune/explorer.py) builds on."""
+        return self.spec["example"]
+
     def expert_reply(self):
         """Replay the task's example: run it through a bash action, then answer with what it
         printed (or finish, when a script checks the machine and the example printed nothing)."""
