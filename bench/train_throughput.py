@@ -8,6 +8,11 @@ per step, all measured side by side in one run (trained tokens/s, optimizer step
           (segment_sdpa on CPU), LM head + loss only where a token is trained (04_train.py's default)
 - padded: the fast precision, samples right-padded per micro-batch, sdpa with its padding mask and
           logits everywhere, as the HF Trainer does
+- trl:    (--trl=True; pip install -e .[bench]) TRL's SFTTrainer on the same rows: its BFD packer,
+          padding-free collator, fused LM head on trained positions and the HF Trainer loop; fp32
+          weights under bf16 autocast (the HF Trainer's bf16=True), sdpa (on CPU, without
+          flash-attn, transformers masks the packed samples apart from position_ids: a dense mask;
+          --trl_attention=segment_sdpa plugs ours in instead)
 
     python bench/train_throughput.py                     # CPU, SmolLM2-135M, seq_len 2048
     python bench/train_throughput.py --seq_len=4096 --rows=8 --model=/path/to/1b   # on a GPU
@@ -18,6 +23,7 @@ peak measured here first. The data is a realistic length mix: general chat (Alpa
 tool calls: multi-turn) and agent trajectories (expert episodes of the db and alfworld environments,
 collected in-process if data/raw has none). The last line is JSON: fp32_tokens_per_s,
 fast_tokens_per_s, fast_speedup, padded_tokens_per_s, packed_vs_padded, mfu, peak_gflops, ...
+(and trl_tokens_per_s, fast_vs_trl with --trl=True)
 """
 import json
 import os
@@ -32,7 +38,7 @@ import torch.nn.functional as F  # noqa: E402
 from agentune.chat import encode  # noqa: E402
 from agentune.config import configure  # noqa: E402
 from agentune.model import load_model, load_tokenizer, native_bf16  # noqa: E402
-from agentune.attention import choose_implementation, packed_forward_kwargs, token_losses  # noqa: E402
+from agentune.attention import SEGMENT_SDPA, choose_implementation, packed_forward_kwargs, token_losses  # noqa: E402
 from agentune.packing import collate, epoch_rows  # noqa: E402
 from agentune.paths import data_path  # noqa: E402
 from agentune.records import read_jsonl, read_records, to_messages  # noqa: E402
@@ -48,6 +54,10 @@ clock = "wall"              # wall | cpu: this process's CPU time, steadier on a
 agent_share = 0.5           # share of agent trajectories among the samples
 agent_data = "data/raw/*.jsonl"
 seed = 0
+trl = False                 # also time TRL's SFTTrainer on the same rows (needs: pip install -e .[bench])
+trl_attention = "sdpa"      # TRL's attention: sdpa (what it gets without flash-attn: a dense mask made from the
+                            # packed position_ids), or segment_sdpa (ours, fed TRL's cu_seq_lens) to tell the
+                            # attention apart from the rest
 # -----------------------------------------------------------------------------
 configure(globals())
 
@@ -146,6 +156,72 @@ class MasterAdamW:
         self.optimizer.zero_grad(set_to_none=True)
 
 
+def run_trl(samples, steps_rows, tokenizer, device, bf16):
+    """TRL's SFTTrainer on our rows: trained tokens of the timed steps and their seconds, or None
+    when trl is not installed.
+
+    SmolLM2's chat template has no {% generation %} markers, so TRL gets pre-tokenized samples with
+    labels from our own mask (agentune.chat.encode) rather than assistant_only_loss: the trained
+    tokens are the same. TRL's BFD packer (the one SFTTrainer runs with packing=True) packs the
+    samples of each of our rows into one row, and a sequential sampler feeds them in our order, so
+    every step trains exactly the samples our step does; SFTTrainer then only collates them
+    padding-free. Timed from the end of the warm-up step to the end of the last one (batch
+    fetching and collating included, as in our loop), AdamW, no clipping, like MasterAdamW."""
+    try:
+        from datasets import Dataset, concatenate_datasets
+        from transformers import TrainerCallback
+        from trl import SFTConfig, SFTTrainer, pack_dataset
+    except ImportError:
+        print("trl: skipped, trl is not installed (pip install -e .[bench])", flush=True)
+        return None
+    import tempfile
+
+    def labels(ids, mask):
+        return [t if m else -100 for t, m in zip(ids, mask)]
+
+    all_rows = [row for batch_rows in steps_rows for row in batch_rows]
+    dataset = concatenate_datasets([pack_dataset(Dataset.from_dict({
+        "input_ids": [samples[i][0] for i in row], "labels": [labels(*samples[i]) for i in row]}), seq_len, "bfd")
+        for row in all_rows])
+    if len(dataset) != len(all_rows):  # the samples of a row always fit one BFD bin of seq_len
+        sys.exit(f"trl: TRL's BFD made {len(dataset)} rows of our {len(all_rows)}")
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.marks = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.marks.append(now())
+
+    class CountingSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            # per micro-batch: the positions whose next token is trained, counted as ours counts them
+            self.trained.append(int((inputs["labels"][:, 1:] != -100).sum()))
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    net = load_model(model, dtype=torch.float32, device=device).train()
+    net.config._attn_implementation = choose_implementation(trl_attention)
+    with tempfile.TemporaryDirectory() as out:
+        config = SFTConfig(
+            output_dir=out, max_steps=len(steps_rows), per_device_train_batch_size=micro_rows,
+            gradient_accumulation_steps=rows // micro_rows, learning_rate=1e-5, lr_scheduler_type="constant",
+            optim="adamw_torch", max_grad_norm=0.0, bf16=bf16, use_cpu=device.type == "cpu",
+            packing=True, packing_strategy="bfd", padding_free=True, max_length=seq_len,
+            dataset_kwargs={"skip_prepare_dataset": True}, train_sampling_strategy="sequential",
+            logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True, seed=seed)
+        step_clock = StepClock()
+        trainer = CountingSFTTrainer(model=net, args=config, train_dataset=dataset, processing_class=tokenizer,
+                                     callbacks=[step_clock])
+        trainer.trained = []
+        trainer.train()
+    per_step = rows // micro_rows
+    trained = sum(trainer.trained[per_step:])  # after the warm-up step
+    expected = sum(sum(samples[i][1][1:]) for batch_rows in steps_rows[1:] for row in batch_rows for i in row)
+    if trained != expected:
+        print(f"trl: warning: trained {trained:,} tokens in the timed steps, ours {expected:,}")
+    return trained, step_clock.marks[-1] - step_clock.marks[0]
+
+
 def gemm_peak(net, device, dtype, repeats=10):
     """The best GFLOP/s of dtype matrix products in the model's own shapes, measured here."""
     cfg = net.config
@@ -185,6 +261,10 @@ def now():
 def main():
     if clock not in ("wall", "cpu"):
         sys.exit(f"config error: --clock={clock}; known: wall, cpu")
+    if trl and trl_attention not in ("sdpa", SEGMENT_SDPA):
+        sys.exit(f"config error: --trl_attention={trl_attention}; known: sdpa, {SEGMENT_SDPA}")
+    if trl and rows % micro_rows:  # TRL accumulates whole micro-batches of micro_rows rows
+        sys.exit(f"config error: --trl needs --rows ({rows}) to be a multiple of --micro_rows ({micro_rows})")
     if threads:
         torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -245,6 +325,23 @@ def main():
                          "mfu": flops / elapsed / (peak * 1e9)}
         print(f"{mode}: {trained / elapsed:,.0f} trained tokens/s, efficiency {real / slots:.3f}, "
               f"{elapsed:.1f} s, mfu {results[mode]['mfu']:.3f}", flush=True)
+    extra = {}
+    if trl:
+        # room for TRL's own fp32 model and AdamW state: drop the last mode's optimizer and the fp32 model
+        del optimizer, net
+        nets = {fast_dtype: nets[fast_dtype]}
+        timed = run_trl(samples, steps_rows, tokenizer, device, bf16=fast_dtype == torch.bfloat16)
+        if timed:
+            n, elapsed = timed
+            timed_samples = [samples[i] for batch_rows in steps_rows[1:] for row in batch_rows for i in row]
+            lengths = [len(ids) for ids, _ in timed_samples]
+            trl_mfu = useful_flops(nets[fast_dtype], lengths, n) / elapsed / (peak * 1e9)
+            extra = {"trl_tokens_per_s": round(n / elapsed, 1),
+                     "fast_vs_trl": round(results["fast"]["tokens_per_s"] / (n / elapsed), 3),
+                     "trl_mfu": round(trl_mfu, 4), "trl_attention": trl_attention}
+            efficiency = sum(lengths) / (steps * rows * seq_len)
+            print(f"trl: {n / elapsed:,.0f} trained tokens/s, efficiency {efficiency:.3f}, {elapsed:.1f} s, "
+                  f"mfu {trl_mfu:.3f}", flush=True)
     fp32, fast, padded = (results[m]["tokens_per_s"] for m in ("fp32", "fast", "padded"))
     print(json.dumps({
         "fp32_tokens_per_s": round(fp32, 1), "fast_tokens_per_s": round(fast, 1),
@@ -254,7 +351,7 @@ def main():
         "packing_efficiency": round(results["fast"]["efficiency"], 4),
         "padded_efficiency": round(results["padded"]["efficiency"], 4), "seq_len": seq_len,
         "fast_dtype": str(fast_dtype)[6:], "attention": attention,
-        "threads": torch.get_num_threads(), "clock": clock}))
+        "threads": torch.get_num_threads(), "clock": clock, **extra}))
 
 
 if __name__ == "__main__":
