@@ -98,6 +98,15 @@ def init_distributed():
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     import deepspeed
     deepspeed.init_distributed()
+    # On the CPU DeepSpeed's all-reduce maps one /dev/shm file per rank and never unlinks it: every
+    # run left 69 MB of RAM behind (8 GB here after a day of runs, until trainings were OOM-killed).
+    # After the barrier every rank has mapped every file, so each removes its own name; the
+    # mappings live on until the process exits.
+    dist.barrier()
+    shm = "/dev/shm/deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
+        os.getuid(), os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT"), os.environ["RANK"])
+    if os.path.exists(shm):
+        os.remove(shm)
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
 
 

@@ -1,5 +1,6 @@
 """Stage 04: chat masking, packing exactness, loss normalisation, resume, checkpoints, bad input,
 and a smoke run through the real deepspeed launcher."""
+import glob
 import json
 import os
 import shutil
@@ -308,11 +309,15 @@ def test_deepspeed_launcher_smoke(train_dir, tiny_model_dir):
     """One run through the real `deepspeed` launcher (CPU, one process, ZeRO-3)."""
     deepspeed = os.path.join(os.path.dirname(PYTHON), "deepspeed")
     out = train_dir / "launcher"
+    shm = "/dev/shm/deepspeed_allreduce_buffer_*_29531_*"  # DeepSpeed's CPU all-reduce buffer (69 MB of RAM)
+    for stale in glob.glob(shm):  # left by a run of an older version
+        os.remove(stale)
     proc = run_train(train_dir, tiny_model_dir, f"--out_dir={out}", "--max_steps=2", "--batch_size=2",
                      "--ds_config=" + os.path.join(REPO, "ds_config_zero3.json"),
                      launcher=[deepspeed, "--num_gpus=1", "--master_port=29531"])
     steps = [m for m in metrics(out) if "loss" in m]
     assert [m["step"] for m in steps] == [1, 2] and all(m["loss"] > 0 for m in steps)
+    assert not glob.glob(shm), "the run left its shared-memory buffer behind"
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(out / "final")
     assert sum(p.numel() for p in model.parameters()) > 0
