@@ -31,7 +31,7 @@ seed = 0                     # explorer: its search order (another seed, other t
 hf_dtype = "auto"            # hf: auto (bf16 where the CPU/GPU computes it fast) | float32 (= plain fp32 greedy) | bfloat16
 workers = 8                  # concurrent episodes per environment
 max_turns = 0                # agent replies per episode; 0 = each env's own limit (AgentBench's)
-limit = 0                    # 0 = every task; N = N tasks of each env spread over its list (fixed seed; a larger N keeps a smaller one's)
+limit = 0                    # 0 = every task; N = N tasks of each env spread over its list (fixed seed; a larger N starts with a smaller one's)
 shard = ""                   # "i/n" (i = 0..n-1): this job's share of each task list, for slurm arrays
 out_dir = "data/raw"
 # -----------------------------------------------------------------------------

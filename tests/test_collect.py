@@ -154,7 +154,7 @@ def test_collect_shard_writes_its_share(tmp_path):
     output = done.communicate(timeout=120)[0]
     assert done.returncode == 0, output
     got = records(tmp_path / "db.shard1of3.jsonl")
-    expected = [t.id for t in DB.load_tasks(None, "dev")[:9][1::3]]  # 01 collects on the collect half
+    expected = [t.id for t in sample_tasks(DB.load_tasks(None, "dev"), 9)[1::3]]
     assert sorted(r["task_id"] for r in got) == sorted(expected)
     assert json.loads((tmp_path / "collect.shard1of3.config.json").read_text())["shard"] == "1/3"
     assert "db" in output and "episodes" in output
@@ -203,9 +203,9 @@ def test_collect_resumes_after_kill_9(tmp_path):
 
 def test_limit_spreads_over_a_sorted_task_list():
     """ALFWorld's train split is sorted by task kind: --limit must not take one kind only, must pick
-    the same tasks every run, and a larger limit must keep a smaller one's tasks (so it resumes)."""
+    the same tasks every run, and a larger limit must start with a smaller one's (so it resumes)."""
     tasks = [f"{kind}-{i}" for kind in ("look", "pick", "clean", "heat", "cool", "two") for i in range(100)]
     small, large = sample_tasks(tasks, 60), sample_tasks(tasks, 200)
     assert {t.split("-")[0] for t in small} == {"look", "pick", "clean", "heat", "cool", "two"}
-    assert small == sample_tasks(tasks, 60) and set(small) <= set(large)
-    assert small == sorted(small, key=tasks.index) and sample_tasks(tasks, 0) == tasks
+    assert small == sample_tasks(tasks, 60) and large[:60] == small
+    assert sample_tasks(tasks, 0) == tasks and sorted(sample_tasks(tasks, 1000)) == sorted(tasks)
