@@ -159,6 +159,20 @@ for (run, task), eps in episodes.items():
         lines.append(f"| {run} | {task} | {sum(bool(s.get('valid_format')) for s in steps) / len(steps):.0%} | "
                      f"{sum(bool(s.get('valid_action')) for s in steps) / len(steps):.0%} | "
                      f"{len(steps) / len(eps):.1f} | " + ", ".join(f"{k} {v}" for k, v in sorted(finishes.items())) + " |")
+# ALFWorld by task type (the game's name starts with it): which skills the tuning taught
+kinds = {}
+for (run, task), eps in episodes.items():
+    if task == "alfworld":
+        for r in eps.values():
+            kind = r["task_id"].split("/")[-2].split("-")[0] if r["task_id"].count("/") >= 2 else "?"
+            won, n = kinds.setdefault(kind, {}).get(run, (0, 0))
+            kinds[kind][run] = (won + bool(r["success"]), n + 1)
+if kinds:
+    alf_runs = [run for run in runs if (run, "alfworld") in episodes]
+    lines += ["", "ALFWorld successes by task type (wins/games):", "",
+              "| task type | " + " | ".join(alf_runs) + " |", "|---|" + "---:|" * len(alf_runs)]
+    for kind in sorted(kinds):
+        lines.append(f"| {kind} | " + " | ".join("{}/{}".format(*kinds[kind].get(run, (0, 0))) for run in alf_runs) + " |")
 if train_info:
     # the paper trained Llama-2 for 2,000 steps of 64 x 4,096-token rows
     paper_tokens = 2000 * 64 * 4096
