@@ -102,7 +102,7 @@ def init_distributed():
     # run left 69 MB of RAM behind (8 GB here after a day of runs, until trainings were OOM-killed).
     # After the barrier every rank has mapped every file, so each removes its own name; the
     # mappings live on until the process exits.
-    dist.barrier()
+    torch.distributed.barrier()
     shm = "/dev/shm/deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
         os.getuid(), os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT"), os.environ["RANK"])
     if os.path.exists(shm):
