@@ -77,6 +77,12 @@ def mcnemar(run_a, run_b, task):
     return b, c, p
 
 
+def paired(run_a, run_b, task, name_a, name_b):
+    """'; paired: <name_b> alone b, <name_a> alone c, McNemar p = ...' or '' without paired episodes."""
+    test = mcnemar(run_a, run_b, task)
+    return f"; paired: {name_b} alone {test[0]}, {name_a} alone {test[1]}, McNemar p = {test[2]:.3g}" if test else ""
+
+
 def verdict(better, worse):
     """By the 95% intervals: apart in the claimed direction, apart against it, or overlapping."""
     if better["ci_low"] is None or worse["ci_low"] is None:
@@ -188,10 +194,9 @@ if TUNED in runs:
         base, tuned = runs["base"]["tasks"].get(task), runs[TUNED]["tasks"].get(task)
         if not base or not tuned:
             continue
-        test = mcnemar("base", TUNED, task)
-        paired = f"; paired: tuned alone {test[0]}, base alone {test[1]}, McNemar p = {test[2]:.3g}" if test else ""
         rows.append(f"   - {task} ({base['group']}): base {fmt(base)} → tuned {fmt(tuned)}: "
-                    f"{verdict(tuned, base) if base['group'] != 'general' else kept(base, tuned)}{paired}")
+                    f"{verdict(tuned, base) if base['group'] != 'general' else kept(base, tuned)}"
+                    f"{paired('base', TUNED, task, 'base', 'tuned')}")
     claims.append("1. Agent tuning (eta = 0.2) makes the model succeed where the base fails (held-in), "
                   "helps on held-out tasks, and keeps general abilities:\n" + "\n".join(rows))
 others = [r for r in ("eta0.5", "eta1.0") if r in runs]
@@ -201,9 +206,8 @@ if others:
         for task in tasks:
             base, tuned = runs["base"]["tasks"].get(task), runs[run]["tasks"].get(task)
             if base and tuned and base["group"] == "held_in":
-                test = mcnemar("base", run, task)
-                paired = f"; paired: tuned alone {test[0]}, base alone {test[1]}, McNemar p = {test[2]:.3g}" if test else ""
-                rows.append(f"   - {run}, {task}: base {fmt(base)} → {fmt(tuned)}: {verdict(tuned, base)}{paired}")
+                rows.append(f"   - {run}, {task}: base {fmt(base)} → {fmt(tuned)}: {verdict(tuned, base)}"
+                            f"{paired('base', run, task, 'base', 'tuned')}")
     if rows:
         claims.append("1b. More agent data in the mix (same compute) vs the base, held-in tasks:\n" + "\n".join(rows))
 sweep = [r for r in ("eta0.0", "eta0.2", "eta0.5", "eta1.0") if r in runs]
@@ -230,9 +234,8 @@ for replay in [r for r in runs if r.startswith("replay_")]:
     for task in tasks:
         e, r = runs[explorer]["tasks"].get(task), runs[replay]["tasks"].get(task)
         if e and r:
-            test = mcnemar(replay, explorer, task)
-            paired = f"; paired: explorer alone {test[0]}, replay alone {test[1]}, McNemar p = {test[2]:.3g}" if test else ""
-            rows.append(f"   - {task}: explorer {fmt(e)} vs replay {fmt(r)}: {verdict(e, r)}{paired}")
+            rows.append(f"   - {task}: explorer {fmt(e)} vs replay {fmt(r)}: {verdict(e, r)}"
+                        f"{paired(replay, explorer, task, 'replay', 'explorer')}")
     claims.append(f"4. (ours, issue 11) Trajectories of a teacher that searches from what it sees beat replays of the "
                   f"game's walkthrough ({explorer} vs {replay}: the same games, mix and compute):\n" + "\n".join(rows))
 lines += ["", "## The paper's claims on these numbers", "",
