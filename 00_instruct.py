@@ -10,29 +10,36 @@ the table), and the expert solves it as 01_collect.py will run it. Kept tasks ar
 (exact and near) and decontaminated against the evaluation sets (02_filter.py's 13-gram rule).
 Rejection reasons: agentune/instruct.py.
 
-Writes to out_dir: os_tasks.json (AgentBench OS task list) and db_tasks.jsonl (DBBench records),
-each task with its provenance; report.json (counts per reason, every rejected candidate and why);
-candidates.jsonl (every candidate with the teacher's reply); config.json.
-
     python 00_instruct.py --base_url=http://localhost:8000/v1 --model=Llama-2-70b-chat --n=500
     python 00_instruct.py --agent=hf --n=2 --max_tokens=512      # offline smoke run: the base model
     python 01_collect.py --env=os --tasks=data/instruct/os_tasks.json --agent=openai --model=...
     python 01_collect.py --env=db --tasks=data/instruct/db_tasks.jsonl --agent=openai --model=...
+
+Writes to out_dir (default data/instruct): os_tasks.json (AgentBench OS task list) and
+db_tasks.jsonl (DBBench records), each task with its provenance; report.json (counts per reason,
+every rejected candidate and why); candidates.jsonl (every candidate with the teacher's reply);
+config.json (the resolved settings).
 """
 import json
 import os
 from collections import Counter
 
+from agentune.agents import make_agent
+from agentune.config import check, configure, save_config
+from agentune.decontam import eval_index
+from agentune.instruct import PROMPT_VERSION, REASONS, construct, task_record
 from agentune.paths import data_path
+from agentune.records import write_jsonl
 
 # -----------------------------------------------------------------------------
+# settings: each one can be overridden as --name=value (--help lists them with these comments)
 env = ["os", "db"]           # environments to make tasks for (--env=db)
 n = 100                      # candidate tasks per env (one teacher call each)
 agent = "openai"             # openai (an OpenAI-compatible endpoint) | hf (a local checkpoint in-process)
 model = ""                   # openai: the model name the endpoint serves; hf: a checkpoint dir ('' = base model)
 base_url = ""                # openai: the endpoint ('' = $OPENAI_BASE_URL, else api.openai.com with $OPENAI_API_KEY)
 temperature = 0.7            # sampling: diverse proposals
-top_p = 0.95
+top_p = 0.95                 # nucleus sampling of the proposals
 max_tokens = 2048            # per proposal (a DB task carries its table)
 seed = 0                     # draws each candidate's topic, difficulty, DB type and examples
 n_shots = 2                  # dev tasks shown as examples in each prompt
@@ -41,36 +48,36 @@ env_kwargs = {}              # per env: constructor settings, e.g. {"db": {"back
 # decontamination, as 02_filter.py: drop a task with >= decontam_overlap of an eval task's
 # decontam_n-grams (the evaluation sets: env:split names or task files)
 eval_tasks = ["os:std", "db:std", data_path("gsm8k", "test.jsonl")]
-decontam_n = 13
-decontam_overlap = 0.5
-# near-duplicates: >= dedup_overlap of a dev task's or an already kept task's dedup_n-grams
-dedup_n = 8
-dedup_overlap = 0.5
-out_dir = "data/instruct"
+decontam_n = 13              # word n-grams of the decontamination (13 as in GPT-3's)
+decontam_overlap = 0.5       # drop a task holding this share of an eval task's n-grams
+dedup_n = 8                  # near-duplicates: word n-grams compared with dev tasks and kept tasks
+dedup_overlap = 0.5          # drop a task holding this share of a dev or kept task's dedup_n-grams
+out_dir = "data/instruct"    # the task files, report.json, candidates.jsonl, config.json
 # -----------------------------------------------------------------------------
-from agentune.config import configure, save_config  # noqa: E402
 config = configure(globals())
 
-from agentune.agents import make_agent  # noqa: E402
-from agentune.decontam import eval_index  # noqa: E402
-from agentune.instruct import PROMPT_VERSION, REASONS, construct, task_record  # noqa: E402
-from agentune.records import write_jsonl  # noqa: E402
-
-OUTPUT = {"os": "os_tasks.json", "db": "db_tasks.jsonl"}
-unknown = [e for e in env if e not in OUTPUT]
-if unknown:
-    raise SystemExit(f"--env: no task generation for {', '.join(unknown)}; use os and/or db "
-                     f"(ALFWorld's tasks come from its training games)")
-if agent not in ("openai", "hf"):
-    raise SystemExit(f"--agent={agent}: the teacher is an openai endpoint or an hf checkpoint")
-
-index, eval_counts = eval_index(eval_tasks, decontam_n)
+# -----------------------------------------------------------------------------
+# check every setting before anything is written
+OUTPUT = {"os": "os_tasks.json", "db": "db_tasks.jsonl"}   # the task file of each env, in its benchmark's format
+check(not [e for e in env if e not in OUTPUT], f"--env={','.join(env)}: tasks are made for os and/or db only "
+      f"(ALFWorld's tasks come from its training games)")
+check(agent in ("openai", "hf"), f"--agent={agent}: the teacher is an openai endpoint or an hf checkpoint")
+check(n >= 1, f"--n={n}: at least one candidate per env")
+check(workers >= 1, f"--workers={workers}: at least 1")
+check(n_shots >= 0, f"--n_shots={n_shots}: 0 or more examples")
+check(decontam_n >= 1 and dedup_n >= 1, f"--decontam_n={decontam_n}, --dedup_n={dedup_n}: n-grams of at least 1 word")
+check(0 < decontam_overlap <= 1, f"--decontam_overlap={decontam_overlap}: a share in (0, 1]")
+check(0 < dedup_overlap <= 1, f"--dedup_overlap={dedup_overlap}: a share in (0, 1]")
+check(set(env_kwargs) <= set(OUTPUT), f"--env_kwargs: {', '.join(sorted(set(env_kwargs) - set(OUTPUT)))} "
+      f"is not os or db")
+index, eval_counts = eval_index(eval_tasks, decontam_n)   # a missing eval set fails here
 print(f"decontamination: {len(index.tasks)} eval tasks: " + ", ".join(f"{s} {k}" for s, k in eval_counts.items()))
-
-os.makedirs(out_dir, exist_ok=True)
-save_config(config, os.path.join(out_dir, "config.json"))
 teacher = make_agent(agent, model=model, base_url=base_url, temperature=temperature, top_p=top_p,
-                     max_tokens=max_tokens)
+                     max_tokens=max_tokens)                # hf: the checkpoint loads (or fails) here
+save_config(config, os.path.join(out_dir, "config.json"))  # the first write: makes out_dir
+
+# -----------------------------------------------------------------------------
+# propose and validate the candidates of each env
 provenance = {"teacher": teacher.describe(), "prompt_version": PROMPT_VERSION, "seed": seed}
 results = {}
 try:
@@ -80,6 +87,8 @@ try:
 finally:
     teacher.close()
 
+# -----------------------------------------------------------------------------
+# write the kept tasks, the report and every candidate; print the summary
 report = {"eval_tasks": eval_counts, "provenance": provenance, "per_env": {}, "rejected": []}
 for name, candidates in results.items():
     kept = [task_record(c, provenance) for c in candidates if c.reason is None]

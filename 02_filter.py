@@ -2,11 +2,16 @@
 
 Reads the raw episode records that 01_collect.py writes (data/raw/<env>.jsonl), applies the rules
 below in this order — finish, reward, format, repetition, contamination, length, then
-deduplication — and writes the survivors as training records to <out_dir>/agent.jsonl. A dropped
-trajectory gets the first rule it fails as its reason; <out_dir>/report.json lists every one of
-them with its reason and the detail (which turn, which eval task, how many tokens...).
+deduplication — and keeps the survivors as training records. A dropped trajectory gets the first
+rule it fails as its reason, with the detail (which turn, which eval task, how many tokens...).
 
-    python 02_filter.py --inputs='data/raw/*.jsonl'
+    python 02_filter.py                                        # data/raw/*.jsonl -> data/filtered
+    python 02_filter.py --inputs='data/raw/*.jsonl,data/raw_seed1/*.jsonl' --seq_len=2048
+    python 02_filter.py --min_reward=0.0 --per_task=0          # every finished trajectory, all of a task's
+
+Writes to out_dir (default data/filtered): agent.jsonl (the training records), report.json
+(counts per env and rule, every dropped trajectory with its reason, the settings) and config.json
+(the resolved settings).
 """
 import json
 import os
@@ -14,14 +19,23 @@ from collections import Counter, defaultdict
 
 from tqdm import tqdm
 
+from agentune.chat import encode
+from agentune.config import check, configure, save_config
+from agentune.decontam import eval_index, load_env
+from agentune.envs import ENVS
+from agentune.model import load_tokenizer
 from agentune.paths import data_path
+from agentune.records import DataError, agent_message_indices, expand_paths, read_jsonl, to_messages, write_jsonl
+from agentune.rollout import FINISHES
 
+# -----------------------------------------------------------------------------
+# settings: each one can be overridden as --name=value (--help lists them with these comments)
 inputs = ["data/raw/*.jsonl"]       # raw episode files (or globs) from 01_collect.py
-out_dir = "data/filtered"
+out_dir = "data/filtered"           # agent.jsonl, report.json, config.json
 # reward: rewards are in [0, 1]; 1.0 keeps only solved tasks. Envs with continuous rewards can get
 # their own threshold, e.g. {"sciworld": 0.667} (the paper kept Mind2Web at >= 2/3)
 min_reward = 1.0
-min_reward_by_env = {}
+min_reward_by_env = {}              # env -> its own min_reward, e.g. {"sciworld": 0.667}
 # finish: only episodes that ended properly (the env judged a final answer / the game was won)
 keep_finish = ["answered"]
 # repetition: drop a trajectory that repeats the same action this many times in a row (0: off)
@@ -41,23 +55,32 @@ per_task = 1
 eval_tasks = ["os:std", "db:std", data_path("gsm8k", "test.jsonl")]
 decontam_n = 13                     # word n-grams (13 as in GPT-3's decontamination)
 decontam_overlap = 0.5              # drop when this share of an eval task's n-grams is in the task text
-
-from agentune.config import configure, save_config  # noqa: E402
+# -----------------------------------------------------------------------------
 config = configure(globals())
 
-from agentune.chat import encode  # noqa: E402
-from agentune.decontam import eval_index, load_env  # noqa: E402
-from agentune.envs import ENVS  # noqa: E402
-from agentune.model import load_tokenizer  # noqa: E402
-from agentune.records import (DataError, agent_message_indices, expand_paths, read_jsonl,  # noqa: E402
-                              to_messages, write_jsonl)
+# -----------------------------------------------------------------------------
+# check every setting before anything is written
+check(not set(keep_finish) - set(FINISHES), f"--keep_finish: {', '.join(sorted(set(keep_finish) - set(FINISHES)))} "
+      f"is not a finish; known: {', '.join(FINISHES)}")
+check(all(0 <= r <= 1 for r in [min_reward, *min_reward_by_env.values()]),
+      f"--min_reward={min_reward}, --min_reward_by_env={min_reward_by_env}: rewards are in [0, 1]")
+check(set(min_reward_by_env) <= set(ENVS), f"--min_reward_by_env: {', '.join(sorted(set(min_reward_by_env) - set(ENVS)))} "
+      f"is not an env; known: {', '.join(ENVS)}")
+check(max_repeats >= 0 and per_task >= 0, f"--max_repeats={max_repeats}, --per_task={per_task}: 0 (off) or more")
+check(seq_len >= 1, f"--seq_len={seq_len}: at least 1 token")
+check(decontam_n >= 1, f"--decontam_n={decontam_n}: n-grams of at least 1 word")
+check(0 < decontam_overlap <= 1, f"--decontam_overlap={decontam_overlap}: a share in (0, 1]")
+paths = expand_paths(inputs)                           # a missing input fails here
+index, eval_counts = eval_index(eval_tasks, decontam_n)   # ... and a missing eval set here
+print(f"decontamination: {len(index.tasks)} eval tasks ({decontam_n}-grams, drop at >= {decontam_overlap:.0%} "
+      f"of an eval task's n-grams): " + ", ".join(f"{spec} {n}" for spec, n in eval_counts.items()))
+save_config(config, os.path.join(out_dir, "config.json"))  # the first write: makes out_dir
 
+# -----------------------------------------------------------------------------
+# reading the episodes, and the rules (each returns None: keep, or the detail of why it drops)
 RULES = ["finish", "reward", "format", "repetition", "contamination", "length", "duplicate", "per_task"]
 REQUIRED = {"id": str, "env": str, "messages": list, "reward": (int, float), "finish": (str, type(None))}
 
-
-# ---------------------------------------------------------------------------------------------
-# Reading the episodes
 
 def check_episode(record, where):
     for key, kind in REQUIRED.items():
@@ -98,9 +121,6 @@ def task_text(record):
     users = [m["content"] for m in before if m["role"] == "user"]
     return users[-1] if users else ""
 
-
-# ---------------------------------------------------------------------------------------------
-# The rules: each returns None (keep) or the detail of why the trajectory is dropped
 
 def finish_rule(record):
     if record["finish"] not in keep_finish:
@@ -170,20 +190,16 @@ def first_failure(where, record, index):
     return None
 
 
-# ---------------------------------------------------------------------------------------------
+# -----------------------------------------------------------------------------
+# read the episodes, apply the rules, deduplicate
 
 tokenizer = None
-paths = expand_paths(inputs)
 episodes = []
 for path in paths:
     for where, record in read_jsonl(path):
         check_episode(record, where)
         episodes.append((where, record))
 print(f"read {len(episodes)} episodes from {len(paths)} files")
-
-index, eval_counts = eval_index(eval_tasks, decontam_n)
-print(f"decontamination: {len(index.tasks)} eval tasks ({decontam_n}-grams, drop at >= {decontam_overlap:.0%} "
-      f"of an eval task's n-grams): " + ", ".join(f"{spec} {n}" for spec, n in eval_counts.items()))
 
 dropped = []          # (where, record, rule, detail)
 survivors = []        # (where, record)
@@ -214,7 +230,8 @@ for i in ranked:
         kept.append(i)
 kept.sort()  # back to input order
 
-os.makedirs(out_dir, exist_ok=True)
+# -----------------------------------------------------------------------------
+# write the training records and the report; print the summary
 out_path = os.path.join(out_dir, "agent.jsonl")
 write_jsonl(out_path, ({"id": record["id"], "source": f"agent:{record['env']}", "reward": record["reward"],
                         "task_id": record.get("task_id"), "messages": training_messages(where, record)}
@@ -241,7 +258,6 @@ report = {
 with open(os.path.join(out_dir, "report.json"), "w") as f:
     json.dump(report, f, indent=1, ensure_ascii=False)
     f.write("\n")
-save_config(config, os.path.join(out_dir, "config.json"))
 
 header = ["env", "total", "kept"] + RULES
 rows = [[env, s["total"], s["kept"]] + [s["dropped"].get(rule, 0) for rule in RULES]

@@ -2,13 +2,19 @@
 
 Agent data (02_filter.py's output, or AgentInstruct-style `conversations` files) and general data
 (ShareGPT incl. function_call/observation + tools, Alpaca, OpenAI messages) are converted to
-training records. A held-out slice of each kind goes to <out_dir>/val.jsonl; from the rest,
-<out_dir>/train.jsonl gets `total` samples of which a share eta is agent data, counted in samples
-(as the paper does: per example) or in trained tokens (the assistant tokens the loss is computed
-on). A kind is sampled in whole shuffled passes over its records, so a record is repeated only
-when the kind is upsampled (effective epochs > 1), and at most once more than any other record.
+training records. A held-out slice of each kind goes to val.jsonl; from the rest, train.jsonl gets
+`total` samples of which a share eta is agent data, counted in samples (as the paper does: per
+example) or in trained tokens (the assistant tokens the loss is computed on). A kind is sampled in
+whole shuffled passes over its records, so a record is repeated only when the kind is upsampled
+(effective epochs > 1), and at most once more than any other record.
 
     python 03_mix.py --eta=0.2 --total=10000
+    python 03_mix.py --eta=0.2 --eta_unit=tokens               # eta of the trained tokens
+    python 03_mix.py --eta=1.0 --general_data=[]               # agent data only
+
+Writes to out_dir (default data/mix): train.jsonl, val.jsonl, mix_report.json (samples, tokens and
+effective epochs per source, the achieved eta, the seq_len and tokenizer 04_train.py takes over)
+and config.json (the resolved settings).
 """
 import json
 import os
@@ -17,11 +23,18 @@ from collections import Counter, defaultdict, namedtuple
 
 from tqdm import tqdm
 
+from agentune.chat import encode
+from agentune.config import check, configure, save_config
+from agentune.model import load_tokenizer
 from agentune.paths import data_path
+from agentune.records import expand_paths, read_jsonl, to_messages, upstream_report, write_jsonl
 
+# -----------------------------------------------------------------------------
+# settings: each one can be overridden as --name=value (--help lists them with these comments)
 agent_data = ["data/filtered/agent.jsonl"]   # files or globs: 02_filter.py output or AgentInstruct
-general_data = [data_path("general", "alpaca_en_demo.json"), data_path("general", "glaive_toolcall_en_demo.json")]
-out_dir = "data/mix"
+general_data = [data_path("general", "alpaca_en_demo.json"),   # files or globs of general chat data
+                data_path("general", "glaive_toolcall_en_demo.json")]
+out_dir = "data/mix"      # train.jsonl, val.jsonl, mix_report.json, config.json
 eta = 0.2                 # share of agent data in train.jsonl
 eta_unit = "samples"      # samples: eta of the records; tokens: eta of the trained (assistant) tokens
 total = 0                 # training samples; 0: every agent record once, total = agent records / eta
@@ -29,17 +42,21 @@ val_fraction = 0.05       # held out of each kind (at least one record when the 
 seq_len = 0               # records longer than this many tokens are skipped (and counted); 0 = the seq_len
                           # 02_filter.py used (its report.json next to agent_data), else 4096
 model = ""                # the training tokenizer; '' = the one 02_filter.py used, else the default base model
-seed = 1234
-
-from agentune.config import configure, save_config  # noqa: E402
+seed = 1234               # the hold-out, the draws of each kind and the order of train.jsonl
+# -----------------------------------------------------------------------------
 config = configure(globals())
 
-from agentune.chat import encode  # noqa: E402
-from agentune.model import load_tokenizer  # noqa: E402
-from agentune.records import expand_paths, read_jsonl, to_messages, upstream_report, write_jsonl  # noqa: E402
-
+# -----------------------------------------------------------------------------
+# check every setting before anything is written
+check(eta_unit in ("samples", "tokens"), f"--eta_unit={eta_unit}: use samples or tokens")
+check(0.0 <= eta <= 1.0, f"--eta={eta}: eta is a share, between 0 and 1")
+check(total >= 0, f"--total={total}: 0 (from the agent data) or more samples")
+check(0.0 <= val_fraction < 1.0, f"--val_fraction={val_fraction}: a share in [0, 1)")
+check(seq_len >= 0, f"--seq_len={seq_len}: 0 (from 02_filter.py) or more tokens")
+agent_files = expand_paths(agent_data) if agent_data else []       # a missing file fails here
+general_files = expand_paths(general_data) if general_data else []
 # seq_len and the tokenizer travel with the data: 02 fixed them for the agent data it filtered
-filter_report = upstream_report(expand_paths(agent_data)[0], "report.json") if agent_data and eta > 0 else None
+filter_report = upstream_report(agent_files[0], "report.json") if agent_files and eta > 0 else None
 filter_settings = (filter_report or {}).get("settings", {})
 if not seq_len:
     seq_len = int(filter_settings.get("seq_len") or 4096)
@@ -50,20 +67,17 @@ if not model and filter_settings.get("model"):
     model = filter_settings["model"]
     print(f"model (tokenizer) = {model!r} (from 02_filter.py report.json)")
 config.update(seq_len=seq_len, model=model)
+save_config(config, os.path.join(out_dir, "config.json"))  # the first write: makes out_dir
 
-if eta_unit not in ("samples", "tokens"):
-    raise SystemExit(f"--eta_unit={eta_unit}: use samples or tokens")
-if not 0.0 <= eta <= 1.0:
-    raise SystemExit(f"--eta={eta}: eta is a share, between 0 and 1")
-
-
+# -----------------------------------------------------------------------------
+# reading, holding out and drawing the records of one kind
 Sample = namedtuple("Sample", "record kind tokens trained_tokens")
 
 
-def load(kind, patterns):
+def load(kind, paths):
     """Training records of one kind: id, source, messages (+ reward) and their token counts."""
     records, too_long = [], Counter()
-    for path in expand_paths(patterns) if patterns else []:
+    for path in paths:
         stem = os.path.splitext(os.path.basename(path))[0]
         for where, raw in tqdm(list(read_jsonl(path)), desc=f"{kind}: {os.path.basename(path)}", leave=False):
             messages = to_messages(raw, where)
@@ -109,8 +123,10 @@ def cumulative(values):
     return sums
 
 
+# -----------------------------------------------------------------------------
+# hold out val, draw `total` training samples with the agent share eta
 tokenizer = load_tokenizer(model)
-kinds = {"agent": load("agent", agent_data), "general": load("general", general_data)}
+kinds = {"agent": load("agent", agent_files), "general": load("general", general_files)}
 train_pool, val = {}, []
 for kind, records in kinds.items():
     train_pool[kind], held = hold_out(records, random.Random(f"{seed}:holdout:{kind}"))
@@ -145,11 +161,11 @@ train = streams["agent"][:n_agent] + streams["general"][:total - n_agent]
 random.Random(f"{seed}:shuffle").shuffle(train)
 random.Random(f"{seed}:shuffle-val").shuffle(val)
 
-os.makedirs(out_dir, exist_ok=True)
+# -----------------------------------------------------------------------------
+# write train, val and the report (per kind and per source: samples, tokens, effective epochs)
 write_jsonl(os.path.join(out_dir, "train.jsonl"), (sample.record for sample in train))
 write_jsonl(os.path.join(out_dir, "val.jsonl"), (sample.record for sample in val))
 
-# summary: per kind and per source, samples, tokens and effective epochs
 stats = defaultdict(lambda: {"unique_records": 0, "samples": 0, "tokens": 0, "trained_tokens": 0, "epochs": 0.0})
 for kind in kinds:
     for sample in train_pool[kind]:
@@ -175,7 +191,6 @@ report = {"eta": eta, "eta_unit": eta_unit, "achieved": achieved, "train": len(t
 with open(os.path.join(out_dir, "mix_report.json"), "w") as f:
     json.dump(report, f, indent=1)
     f.write("\n")
-save_config(config, os.path.join(out_dir, "config.json"))
 
 header = ["source", "unique", "samples", "epochs", "tokens", "trained_tokens"]
 rows = [[key, row["unique_records"], row["samples"], f"{row['epochs']:.2f}", row["tokens"], row["trained_tokens"]]

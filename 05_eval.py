@@ -1,15 +1,17 @@
 """Stage 05: evaluate one model on held-in (os, db, alfworld), held-out (sciworld, miniwob) and
 general (gsm8k, humaneval, multiple-choice sets such as MMLU) tasks, with the paper's Overall score.
 
+Every task runs through the same loop as 01_collect.py (agentune.rollout); the general tasks are
+one-turn environments.
+
     python 05_eval.py --model=out/train/final --limit=50                  # a checkpoint, in-process
     python 05_eval.py --agent=openai --model=agentlm --base_url=http://localhost:8000/v1
     python 05_eval.py --agent=expert --tasks=db,gsm8k,humaneval --limit=5  # reference answers
 
-Every task runs through the same loop as 01_collect.py (agentune.rollout); the general tasks are
-one-turn environments. Episodes are appended to out_dir/episodes/<task>.jsonl as they finish, so
-a rerun with the same out_dir resumes. Outputs: out_dir/results.json (scores, Overall, error
-analysis), results.md (tasks x models table, with --compare runs and the paper's models),
-results.png (bar chart), config.json.
+Writes to out_dir (default out/eval): episodes/<task>.jsonl (appended as episodes finish, so a
+rerun with the same out_dir resumes), results.json (scores, Overall, error analysis), results.md
+(tasks x models table, with --compare runs and the paper's models), results.png (bar chart) and
+config.json (the resolved settings).
 """
 import datetime
 import json
@@ -17,11 +19,13 @@ import os
 
 from agentune import scoring
 from agentune.agents import make_agent
-from agentune.config import configure, save_config
+from agentune.config import check, configure, save_config
 from agentune.envs import ENVS, env_class
 from agentune.records import read_jsonl
 from agentune.rollout import run_episodes
 
+# -----------------------------------------------------------------------------
+# settings: each one can be overridden as --name=value (--help lists them with these comments)
 # --- what to evaluate
 model = ""            # HF model dir ('' = the base SmolLM2-135M-Instruct); for openai: the served name
 agent = "hf"          # hf (in-process, batched) | openai (OpenAI-compatible endpoint) | expert (gold)
@@ -30,12 +34,12 @@ label = ""            # this run's name in the tables ('' = the model's dir name
 tasks = "os,db,alfworld,sciworld,miniwob,hotpotqa,dcg,gsm8k,humaneval,mmlu,mtbench"  # + mc_files names
 limit = 0             # episodes per task, an evenly spread subset of its tasks (0 = all)
 workers = 8           # concurrent episodes per task
-out_dir = "out/eval"
+out_dir = "out/eval"  # episodes/, results.json, results.md, results.png, config.json
 # --- generation
 temperature = 0.0     # greedy: pass@1 and exact match as the papers report them
 max_tokens = 512      # new tokens per reply, capped by each task's upstream limit (AgentBench 128,
                       # ScienceWorld 256) unless upstream_reply_limits is False
-upstream_reply_limits = True
+upstream_reply_limits = True  # cap max_tokens by each task's upstream limit (False: max_tokens everywhere)
 hf_dtype = "auto"     # hf agent: auto (bf16 where the CPU/GPU computes it fast; replies can differ from
                       # fp32's) | float32 (replies identical to plain fp32 greedy decoding) | bfloat16
 max_turns = 0         # agent replies per episode; 0 = each env's own limit (AgentBench's). Lower only
@@ -61,10 +65,12 @@ baseline = ""         # results.json of a base-model run: the divisor for tasks 
 compare = ""          # more results.json files (comma list) shown next to this run in table and chart
 short_repeat = 3      # error analysis: the same action this many times in a row
 long_repeat = 5       # ... or this many times in one episode (or a cycle of actions repeated 3 times)
-
+# -----------------------------------------------------------------------------
 config = configure(globals())
 
 
+# -----------------------------------------------------------------------------
+# check every setting before anything is written: every task is loaded here, and the model
 def spread(items, n):
     """n items spread evenly over the list (so a small --limit still covers every task type);
     tasks with a subject (MMLU) are spread evenly over the subjects first."""
@@ -89,11 +95,9 @@ def prepare(task):
         examples = [t.data for t in task_list[:mc_shots]]
         task_sets[task] = {"set": mc_files[task], "set_size": len(task_list) - mc_shots}
         return "mc", "general", spread(task_list[mc_shots:], limit), {"examples": examples, **env_options.get(task, {})}
-    if task not in ENVS or task == "mc":
-        raise SystemExit(f"--tasks: unknown task {task!r}; known: {', '.join(n for n in ENVS if n != 'mc')}"
-                         f"{', ' + ', '.join(mc_files) if mc_files else ''} (multiple-choice sets go in --mc_files)")
-    if task not in scoring.TASK_GROUPS:
-        raise SystemExit(f"{task}: no group for the Overall score: add it to TASK_GROUPS in agentune/scoring.py")
+    check(task in ENVS and task != "mc", f"--tasks: unknown task {task!r}; known: {', '.join(n for n in ENVS if n != 'mc')}"
+          f"{', ' + ', '.join(mc_files) if mc_files else ''} (multiple-choice sets go in --mc_files)")
+    check(task in scoring.TASK_GROUPS, f"{task}: no group for the Overall score: add it to TASK_GROUPS in agentune/scoring.py")
     options = {"gsm8k": {"shots": gsm8k_shots}, "humaneval": {"timeout": humaneval_timeout},
                "mmlu": {"shots": mmlu_shots},
                "mtbench": {"judge_model": judge_model, "judge_base_url": judge_base_url}}.get(task, {})
@@ -106,9 +110,15 @@ def prepare(task):
 
 task_sets = {}         # task -> the set it was drawn from and that set's size
 task_names = [t.strip() for t in tasks.split(",") if t.strip()]
-if not task_names:
-    raise SystemExit("--tasks is empty")
-# every task is checked and loaded before anything is written or any model is loaded
+check(task_names, "--tasks is empty")
+check(limit >= 0 and max_turns >= 0 and mc_shots >= 0, f"--limit={limit}, --max_turns={max_turns}, "
+      f"--mc_shots={mc_shots}: 0 or more")
+check(workers >= 1, f"--workers={workers}: at least 1")
+for name, value in (("task_paths", task_paths), ("env_options", env_options), ("task_splits", task_splits)):
+    unknown = sorted(set(value) - set(ENVS) - set(mc_files))
+    check(not unknown, f"--{name}: {', '.join(unknown)} is not a task; known: {', '.join(ENVS)}, --mc_files names")
+for path in [baseline] + [p for p in compare.split(",") if p]:
+    check(not path or os.path.isfile(path), f"--baseline/--compare: {path}: no such results.json")
 if "mtbench" in task_names and not judge_model:
     print("mtbench: skipped: no judge (pass --judge_model and --judge_base_url of an "
           "OpenAI-compatible endpoint; the model never judges itself)")
@@ -119,10 +129,12 @@ agent_obj = make_agent(agent, model=model, base_url=base_url, temperature=temper
 agent_info = agent_obj.describe()
 if not label:
     label = os.path.basename(os.path.normpath(model)) if model else ("expert" if agent == "expert" else agent_info["model"])
-os.makedirs(os.path.join(out_dir, "episodes"), exist_ok=True)
-save_config(config, os.path.join(out_dir, "config.json"))
 base_run = scoring.load_results(baseline) if baseline else None
+compare_runs = [scoring.load_results(p) for p in compare.split(",") if p]
+save_config(config, os.path.join(out_dir, "config.json"))  # the first write: makes out_dir
 
+# -----------------------------------------------------------------------------
+# run and score each task (episodes appended to <out_dir>/episodes/<task>.jsonl as they finish)
 results = {"label": label, "model": agent_info["model"] or label, "agent": agent_info,
            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "limit": limit, "tasks": {}, "overall": {}}
@@ -169,11 +181,14 @@ results["overall_tasks"] = {g: [t for t in scores if groups[t] == g and scores[t
                             for g in overall}
 no_divisor = [t for t in scores if not divisors[t]]
 results["config"] = config
+
+# -----------------------------------------------------------------------------
+# write results.json, results.md and results.png; print the table
 with open(os.path.join(out_dir, "results.json"), "w") as f:
     json.dump(results, f, indent=2, default=str)
     f.write("\n")
 
-runs = [results] + [scoring.load_results(p) for p in compare.split(",") if p]
+runs = [results] + compare_runs
 table_baselines = {**baseline_scores, **{t: d for t, d in divisors.items() if d}}
 scoring.write_report(os.path.join(out_dir, "results.md"), runs, table_baselines)
 scoring.write_chart(os.path.join(out_dir, "results.png"), runs, table_baselines)

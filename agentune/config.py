@@ -2,7 +2,10 @@
 
 A stage script defines its settings as plain constants at the top, then calls
 ``config = configure(globals())``. Every override must name an existing setting and parse
-as the setting's type; anything else is an error that says what is wrong.
+as the setting's type; anything else is an error that says what is wrong. A script with named
+blocks of settings passes them as ``configure(globals(), presets=PRESETS)``: --preset=NAME
+applies its block first, the other overrides on top. The script then checks the values
+(``check``) before it writes anything.
 """
 import ast
 import json
@@ -92,8 +95,8 @@ def setting_comments(path, names):
     return comments
 
 
-def print_help(namespace, settings):
-    """The script's usage docstring, then every setting with its default and comment."""
+def print_help(namespace, settings, presets=None):
+    """The script's usage docstring, then every setting with its default and comment (and the presets)."""
     print((namespace.get("__doc__") or "").strip())
     comments = setting_comments(namespace.get("__file__", ""), settings)
     print("\nsettings (override as --name=value):")
@@ -101,16 +104,22 @@ def print_help(namespace, settings):
     for name, value in settings.items():
         comment = f"  # {comments[name]}" if comments.get(name) else ""
         print(f"  --{name:<{width}} = {value!r}{comment}")
+    if presets:
+        print("\npresets (--preset=NAME sets these first; other --name=value overrides win):")
+        for name, values in presets.items():
+            print(f"  {name}: " + (", ".join(f"{k}={v!r}" for k, v in values.items()) or "the defaults above"))
 
 
-def configure(namespace, argv=None, show=True):
+def configure(namespace, argv=None, show=True, presets=None):
     """Apply --name=value overrides from argv to the settings in namespace; return them.
+    presets: {name: {setting: value}} chosen by the `preset` setting, applied before the overrides.
     --help (or -h) prints the script's docstring and its settings with their comments, and exits."""
     argv = sys.argv[1:] if argv is None else argv
     settings = settings_of(namespace)
     if any(arg in ("--help", "-h") for arg in argv):
-        print_help(namespace, settings)
+        print_help(namespace, settings, presets)
         raise SystemExit(0)
+    overrides = {}
     for arg in argv:
         if not arg.startswith("--") or "=" not in arg:
             if arg.startswith("--") and arg[2:] in settings and isinstance(settings[arg[2:]], bool):
@@ -127,7 +136,16 @@ def configure(namespace, argv=None, show=True):
             close = [k for k in settings if k.startswith(name[:3])]
             hint = f" (did you mean {', '.join('--' + c for c in close)}?)" if close else ""
             raise ConfigError(f"unknown setting --{name}{hint}; known: {', '.join(sorted(settings))}")
-        settings[name] = _parse(name, raw, settings[name])
+        overrides[name] = _parse(name, raw, settings[name])
+    if presets:
+        chosen = overrides.get("preset", settings["preset"])
+        if chosen not in presets:
+            raise ConfigError(f"unknown --preset={chosen}; known: {', '.join(presets)}")
+        stray = [k for k in presets[chosen] if k not in settings]
+        if stray:
+            raise ConfigError(f"preset {chosen!r} sets {', '.join(stray)}, which are not settings")
+        settings.update(presets[chosen])
+    settings.update(overrides)
     namespace.update(settings)
     if show and int(os.environ.get("RANK", "0")) == 0:
         width = max(map(len, settings), default=0)
@@ -135,6 +153,12 @@ def configure(namespace, argv=None, show=True):
         for k, v in settings.items():
             print(f"  {k:<{width}} = {v!r}")
     return settings
+
+
+def check(ok, message):
+    """A stage's check of its settings, before it writes anything: exit with 'config error: message'."""
+    if not ok:
+        raise ConfigError(message)
 
 
 def save_config(settings, path):

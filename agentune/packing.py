@@ -5,6 +5,7 @@ crosses a sample boundary (flash-attn varlen with cu_seqlens on GPU, an exact bl
 causal mask otherwise), so each sample's logits are exactly those it gets when run alone.
 """
 import bisect
+import math
 import random
 
 import torch
@@ -40,6 +41,16 @@ def epoch_rows(lengths, capacity, seed, epoch):
     for row in rows:  # a random order inside a row too, so no row always starts long
         rng.shuffle(row)
     return rows
+
+
+def rank_micro_batches(rows, rank, world, micro):
+    """This rank's contiguous share of rows as micro-batches (lists of rows), the same number on
+    every rank whatever len(rows): a short rank gets empty batches ([]) to run as zero-weight
+    forwards. Under ZeRO-3 every forward gathers weights from all ranks, so one rank with a
+    forward more than the others would deadlock them."""
+    per_rank = math.ceil(len(rows) / (world * micro)) * micro
+    mine = rows[rank * per_rank:(rank + 1) * per_rank]
+    return [mine[i:i + micro] for i in range(0, per_rank, micro)]
 
 
 def collate(samples, pad_id):

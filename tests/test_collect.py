@@ -156,7 +156,7 @@ def test_collect_shard_writes_its_share(tmp_path):
     got = records(tmp_path / "db.shard1of3.jsonl")
     expected = [t.id for t in sample_tasks(DB.load_tasks(None, "dev"), 9)[1::3]]
     assert sorted(r["task_id"] for r in got) == sorted(expected)
-    assert json.loads((tmp_path / "collect.shard1of3.config.json").read_text())["shard"] == "1/3"
+    assert json.loads((tmp_path / "config.shard1of3.json").read_text())["shard"] == "1/3"
     assert "db" in output and "episodes" in output
     # another agent's episodes never go into the same file (nor does a test-set task)
     other = collect(["--agent=openai", "--model=other", "--base_url=http://127.0.0.1:9/v1", "--limit=9",

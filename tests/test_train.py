@@ -9,10 +9,11 @@ import subprocess
 import pytest
 import torch
 
+from agentune.attention import token_losses
 from agentune.chat import encode
 from agentune.packing import best_fit_decreasing, block_causal_mask, collate
 from agentune.records import DataError, to_messages
-from agentune.testing import PYTHON, REPO, load_stage
+from agentune.testing import PYTHON, REPO
 
 LLAMA2_TEMPLATE = (
     "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
@@ -106,13 +107,12 @@ def test_packed_logits_and_loss_equal_one_by_one(base_tokenizer, implementation)
             labels = torch.tensor([t if m else -100 for t, m in zip(ids, mask)])
             total_loss += float(torch.nn.functional.cross_entropy(alone[:-1], labels[1:], reduction="sum"))
             total_count += int((labels[1:] != -100).sum())
-    train = load_stage("04_train.py")
 
     class Engine:
         __call__ = staticmethod(lambda **kw: model(**kw))
     model.config._attn_implementation = implementation
     with torch.no_grad():
-        loss_sum, count = train.token_losses(Engine(), batch, torch.device("cpu"), implementation)
+        loss_sum, count = token_losses(Engine(), batch, torch.device("cpu"), implementation)
     assert count == total_count
     assert abs(float(loss_sum) - total_loss) < 1e-3 * total_count
 

@@ -9,9 +9,9 @@ import subprocess
 import pytest
 
 from agentune.chat import encode
-from agentune.packing import epoch_rows
+from agentune.packing import epoch_rows, rank_micro_batches
 from agentune.records import to_messages
-from agentune.testing import PYTHON, REPO, load_stage
+from agentune.testing import PYTHON, REPO
 from test_train import metrics, train_records, write_records
 
 SEQ_LEN = 256
@@ -53,12 +53,11 @@ def rank_dir(tmp_path_factory, base_tokenizer):
 
 
 def test_rank_micro_batches_are_balanced():
-    train = load_stage("04_train.py")
     for n_rows in range(0, 12):
         for world in (1, 2, 3, 4):
             for micro in (1, 2, 3):
                 rows = [[i] for i in range(n_rows)]
-                parts = [train.rank_micro_batches(rows, r, world, micro) for r in range(world)]
+                parts = [rank_micro_batches(rows, r, world, micro) for r in range(world)]
                 assert len({len(p) for p in parts}) == 1, (n_rows, world, micro)
                 flat = [row for p in parts for batch in p for row in batch]
                 assert flat == rows  # every row once, in order
