@@ -31,17 +31,16 @@ import random
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from agentune.chat import encode  # noqa: E402
-from agentune.config import configure  # noqa: E402
-from agentune.model import load_model, load_tokenizer, native_bf16  # noqa: E402
-from agentune.attention import SEGMENT_SDPA, choose_implementation, packed_forward_kwargs, token_losses  # noqa: E402
-from agentune.packing import collate, epoch_rows  # noqa: E402
-from agentune.paths import data_path  # noqa: E402
-from agentune.records import read_jsonl, read_records, to_messages  # noqa: E402
+from agentune.attention import SEGMENT_SDPA, choose_implementation, packed_forward_kwargs, token_losses
+from agentune.chat import encode
+from agentune.config import configure
+from agentune.model import load_model, load_tokenizer, native_bf16
+from agentune.packing import collate, epoch_rows
+from agentune.paths import data_path
+from agentune.records import read_jsonl, read_records, to_messages
 
 # -----------------------------------------------------------------------------
 model = ""                  # '' = SmolLM2-135M-Instruct
