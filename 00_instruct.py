@@ -12,6 +12,7 @@ Rejection reasons: agentune/instruct.py.
 
     python 00_instruct.py --base_url=http://localhost:8000/v1 --model=Llama-2-70b-chat --n=500
     python 00_instruct.py --agent=hf --n=2 --max_tokens=512      # offline smoke run: the base model
+    python 00_instruct.py --env=db --agent=template --n=400       # offline: DB tasks from the dev tables
     python 01_collect.py --env=os --tasks=data/instruct/os_tasks.json --agent=openai --model=...
     python 01_collect.py --env=db --tasks=data/instruct/db_tasks.jsonl --agent=openai --model=...
 
@@ -27,6 +28,8 @@ from collections import Counter
 from agentune.agents import make_agent
 from agentune.config import check, configure, save_config
 from agentune.decontam import eval_index
+from agentune.derive import TemplateTeacher
+from agentune.envs import env_class
 from agentune.instruct import PROMPT_VERSION, REASONS, construct, task_record
 from agentune.paths import data_path
 from agentune.records import write_jsonl
@@ -36,6 +39,7 @@ from agentune.records import write_jsonl
 env = ["os", "db"]           # environments to make tasks for (--env=db)
 n = 100                      # candidate tasks per env (one teacher call each)
 agent = "openai"             # openai (an OpenAI-compatible endpoint) | hf (a local checkpoint in-process)
+                             # | template (db only: tasks written from the dev tables, no LLM; agentune/derive.py)
 model = ""                   # openai: the model name the endpoint serves; hf: a checkpoint dir ('' = base model)
 base_url = ""                # openai: the endpoint ('' = $OPENAI_BASE_URL, else api.openai.com with $OPENAI_API_KEY)
 temperature = 0.7            # sampling: diverse proposals
@@ -61,7 +65,10 @@ config = configure(globals())
 OUTPUT = {"os": "os_tasks.json", "db": "db_tasks.jsonl"}   # the task file of each env, in its benchmark's format
 check(not [e for e in env if e not in OUTPUT], f"--env={','.join(env)}: tasks are made for os and/or db only "
       f"(ALFWorld's tasks come from its training games)")
-check(agent in ("openai", "hf"), f"--agent={agent}: the teacher is an openai endpoint or an hf checkpoint")
+check(agent in ("openai", "hf", "template"),
+      f"--agent={agent}: the teacher is an openai endpoint, an hf checkpoint or the DB templates")
+check(agent != "template" or env == ["db"], f"--agent=template --env={','.join(env)}: the templates write DB tasks "
+      f"only (--env=db)")
 check(n >= 1, f"--n={n}: at least one candidate per env")
 check(workers >= 1, f"--workers={workers}: at least 1")
 check(n_shots >= 0, f"--n_shots={n_shots}: 0 or more examples")
@@ -72,8 +79,12 @@ check(set(env_kwargs) <= set(OUTPUT), f"--env_kwargs: {', '.join(sorted(set(env_
       f"is not os or db")
 index, eval_counts = eval_index(eval_tasks, decontam_n)   # a missing eval set fails here
 print(f"decontamination: {len(index.tasks)} eval tasks: " + ", ".join(f"{s} {k}" for s, k in eval_counts.items()))
-teacher = make_agent(agent, model=model, base_url=base_url, temperature=temperature, top_p=top_p,
-                     max_tokens=max_tokens)                # hf: the checkpoint loads (or fails) here
+if agent == "template":
+    teacher = TemplateTeacher([t.data for t in env_class("db").load_tasks(split="dev")
+                               if not t.data.get("task_error")], seed)
+else:
+    teacher = make_agent(agent, model=model, base_url=base_url, temperature=temperature, top_p=top_p,
+                         max_tokens=max_tokens)            # hf: the checkpoint loads (or fails) here
 save_config(config, os.path.join(out_dir, "config.json"))  # the first write: makes out_dir
 
 # -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ number), and shows dev tasks of the env as examples. A candidate is rejected at 
 fails, in this order:
 
     llm_error           the teacher call failed
+    no_table            (--agent=template) no dev table gives a task of the type drawn
     malformed           the reply holds no JSON object
     bad_format          not a task of the env's format (AgentBench OS task / DBBench record), or
                         one the env cannot run (an OS script given as a host file, no example)
@@ -45,11 +46,12 @@ from tqdm import tqdm
 
 from agentune.agents import ExpertAgent
 from agentune.decontam import EvalIndex, words
+from agentune.derive import TemplateTeacher
 from agentune.envs.base import Task
 from agentune.records import DataError
 
 PROMPT_VERSION = "instruct-v1"
-REASONS = ["llm_error", "malformed", "bad_format", "contaminated", "init_failed", "example_fails",
+REASONS = ["llm_error", "no_table", "malformed", "bad_format", "contaminated", "init_failed", "example_fails",
            "check_passes_wrong", "table_error", "sql_error", "empty_answer", "no_change",
            "label_mismatch", "env_error", "duplicate", "near_duplicate"]
 DIFFICULTIES = ("easy", "medium", "hard")
@@ -377,6 +379,12 @@ def validate_db(task, claimed, env_kwargs):
 # the pipeline
 
 def propose(agent, candidate):
+    if isinstance(agent, TemplateTeacher):   # task derivation from the dev tables: no LLM call
+        try:
+            candidate.reply = agent.write(candidate)
+        except ValueError as e:
+            candidate.reject("no_table", str(e))
+        return
     agent.start_episode()   # each candidate is a fresh conversation with its own call budget
     try:
         candidate.reply = agent.reply(candidate.messages).content

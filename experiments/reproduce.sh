@@ -20,6 +20,8 @@ MODEL=${MODEL:-}                      # '' = SmolLM2-135M-Instruct
 PRESET=${PRESET:-cpu}                 # 04_train.py preset (precision, attention, ds_config)
 TEACHER=${TEACHER:-explorer}          # who acts in the training envs: explorer (sees only what the agent sees) | expert (replays solutions)
 ALF_GAMES=${ALF_GAMES:-300}           # ALFWorld train games to collect from
+DB_TASKS=${DB_TASKS:-500}             # DB tasks written from the dev tables (00_instruct.py --agent=template), collected
+                                      # beside the 60 dev tasks (0 = none): a model that saw 60 DB tasks fails DB's format
 SEQ=${SEQ:-2048}                      # fixed by 02_filter.py; 03 and 04 read it from there
 STEPS=${STEPS:-60}; ROWS=${ROWS:-4}   # optimizer steps x packed rows per step, the same for every run
 LR=${LR:-2e-4}
@@ -60,13 +62,19 @@ evaluate() {  # run model_dir [held-in tasks]
     --limit=$EVAL_LIMIT --workers=8 --out_dir=$S/eval/$1/other
 }
 
-stage "collect: $TEACHER on $ALF_GAMES ALFWorld train games, OS and DB dev; filter"
+stage "collect: $TEACHER on $ALF_GAMES ALFWorld train games and $DB_TASKS DB tasks from the dev tables, OS and DB dev; filter"
 $PY 01_collect.py --env=alfworld --agent=$TEACHER --limit=$ALF_GAMES --out_dir=$S/raw --workers=2
 $PY 01_collect.py --env=os,db --agent=expert --out_dir=$S/raw --workers=4
-$PY 02_filter.py --inputs="$S/raw/*.jsonl" --out_dir=$S/filtered --seq_len=$SEQ --model="$MODEL"
+DERIVED=
+if [ "$DB_TASKS" -gt 0 ]; then
+  [ -e $S/instruct/db_tasks.jsonl ] || $PY 00_instruct.py --env=db --agent=template --n=$DB_TASKS --out_dir=$S/instruct
+  $PY 01_collect.py --env=db --tasks=$S/instruct/db_tasks.jsonl --agent=$TEACHER --out_dir=$S/raw_derived --workers=2
+  DERIVED=",$S/raw_derived/db.jsonl"
+fi
+$PY 02_filter.py --inputs="$S/raw/*.jsonl$DERIVED" --out_dir=$S/filtered --seq_len=$SEQ --model="$MODEL"
 if [ -n "$REPLAY_ETA" ]; then   # the same ALFWorld games replayed from their walkthroughs; OS and DB as above
   $PY 01_collect.py --env=alfworld --agent=expert --limit=$ALF_GAMES --out_dir=$S/raw_replay --workers=2
-  $PY 02_filter.py --inputs="$S/raw_replay/alfworld.jsonl,$S/raw/os.jsonl,$S/raw/db.jsonl" --out_dir=$S/filtered_replay \
+  $PY 02_filter.py --inputs="$S/raw_replay/alfworld.jsonl,$S/raw/os.jsonl,$S/raw/db.jsonl$DERIVED" --out_dir=$S/filtered_replay \
     --seq_len=$SEQ --model="$MODEL"
 fi
 

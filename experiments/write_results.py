@@ -23,7 +23,7 @@ configure(globals())
 
 from agentune.records import read_jsonl  # noqa: E402
 
-RUN_ORDER = ["base", "eta0.0", "eta0.2", "eta0.5", "eta1.0", "self_filtered", "self_unfiltered"]
+RUN_ORDER = ["base", "eta0.0", "eta0.2", "eta0.5", "eta1.0", "eta1.0_db", "self_filtered", "self_unfiltered"]
 TUNED = "eta0.2"   # the paper's recipe
 
 
@@ -199,7 +199,7 @@ if TUNED in runs:
                     f"{paired('base', TUNED, task, 'base', 'tuned')}")
     claims.append("1. Agent tuning (eta = 0.2) makes the model succeed where the base fails (held-in), "
                   "helps on held-out tasks, and keeps general abilities:\n" + "\n".join(rows))
-others = [r for r in ("eta0.5", "eta1.0") if r in runs]
+others = [r for r in runs if r.startswith("eta") and r not in (TUNED, "eta0.0")]   # eta0.5, eta1.0, eta1.0_db ...
 if others:
     rows = []
     for run in others:
@@ -209,7 +209,8 @@ if others:
                 rows.append(f"   - {run}, {task}: base {fmt(base)} → {fmt(tuned)}: {verdict(tuned, base)}"
                             f"{paired('base', run, task, 'base', 'tuned')}")
     if rows:
-        claims.append("1b. More agent data in the mix (same compute) vs the base, held-in tasks:\n" + "\n".join(rows))
+        claims.append("1b. More agent data in the mix (same compute; a run named *_db also had the DB tasks derived "
+                      "from the dev tables in its pool) vs the base, held-in tasks:\n" + "\n".join(rows))
 sweep = [r for r in ("eta0.0", "eta0.2", "eta0.5", "eta1.0") if r in runs]
 if len(sweep) > 1:
     per_group = {g: [runs[r]["groups"].get(g) for r in sweep] for g in ("held_in", "held_out", "general")}

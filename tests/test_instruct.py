@@ -178,3 +178,35 @@ def test_parse_reply():
     for bad in ("no json here", "```json\n[1, 2]\n```", '{"a": '):
         with pytest.raises(ValueError):
             parse_reply(bad)
+
+
+def test_template_teacher_derives_db_tasks_that_check_out_and_the_explorer_solves(tmp_path):
+    """--agent=template (no LLM): every DB task type is written from a dev table, checked in the
+    real SQLite env like a teacher's task (labels from running the query), decontaminated against
+    the std set, and the explorer solves the kept tasks through 01_collect.py."""
+    from agentune.derive import WORDINGS
+    out = tmp_path / "instruct"
+    stdout = run(["00_instruct.py", "--env=db", "--agent=template", "--n=40", "--workers=2", f"--out_dir={out}"])
+    report = json.loads((out / "report.json").read_text())["per_env"]["db"]
+    assert report["candidates"] == 40 and report["kept"] >= 30, stdout
+    assert set(report["rejected"]) <= {"contaminated", "no_table", "duplicate", "near_duplicate"}, report
+    tasks = DBEnv.load_tasks(str(out / "db_tasks.jsonl"))
+    dev_tables = {t.data["table"]["table_name"] for t in DBEnv.load_tasks(split="dev")}
+    assert {t.data["table"]["table_name"] for t in tasks} <= dev_tables       # never a std table
+    assert len({t.data["type"][0] for t in tasks}) >= 8 and set(t.data["type"][0] for t in tasks) <= set(WORDINGS)
+    for t in tasks:   # a query's label is what its SELECT returns; a change has its statement
+        assert t.data["label"] and (t.data["type"][0] in ("INSERT", "UPDATE", "DELETE")) != bool(t.data.get("sql"))
+        assert t.data["provenance"]["teacher"]["kind"] == "template"
+    again = tmp_path / "again"
+    run(["00_instruct.py", "--env=db", "--agent=template", "--n=40", "--workers=1", f"--out_dir={again}"])
+    assert (again / "db_tasks.jsonl").read_text() == (out / "db_tasks.jsonl").read_text()   # seeded
+    run(["01_collect.py", "--env=db", f"--tasks={out / 'db_tasks.jsonl'}", "--agent=explorer", "--workers=2",
+         f"--out_dir={tmp_path / 'raw'}"])
+    episodes = [r for _, r in read_jsonl(str(tmp_path / "raw" / "db.jsonl"))]
+    assert len(episodes) == len(tasks) and sum(r["success"] for r in episodes) >= 0.9 * len(tasks)
+
+
+def test_template_teacher_is_db_only():
+    done = subprocess.run([sys.executable, os.path.join(REPO, "00_instruct.py"), "--env=os", "--agent=template"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode != 0 and "--env=db" in done.stdout + done.stderr
