@@ -189,7 +189,8 @@ class TemplateTeacher:
         for table in rng.sample(self.tables, min(TRIES, len(self.tables))):
             item = derive(table, candidate.kind, rng)
             if item is not None:
-                candidate.info["source_table"] = table.name
+                # the provenance names the source table instead of the LLM prompt's topic and difficulty
+                candidate.topic, candidate.difficulty = f"dev table {table.name}", "template"
                 return "```json\n" + json.dumps(item, ensure_ascii=False) + "\n```"
         raise ValueError(f"none of {min(TRIES, len(self.tables))} dev tables gives a {candidate.kind} task")
 

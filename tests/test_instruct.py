@@ -197,6 +197,7 @@ def test_template_teacher_derives_db_tasks_that_check_out_and_the_explorer_solve
     for t in tasks:   # a query's label is what its SELECT returns; a change has its statement
         assert t.data["label"] and (t.data["type"][0] in ("INSERT", "UPDATE", "DELETE")) != bool(t.data.get("sql"))
         assert t.data["provenance"]["teacher"]["kind"] == "template"
+        assert t.data["provenance"]["topic"] == "dev table " + t.data["table"]["table_name"]
     again = tmp_path / "again"
     run(["00_instruct.py", "--env=db", "--agent=template", "--n=40", "--workers=1", f"--out_dir={again}"])
     assert (again / "db_tasks.jsonl").read_text() == (out / "db_tasks.jsonl").read_text()   # seeded
