@@ -18,6 +18,7 @@ tables are the 60 dev tables only: the std test set's tables are never read.
 import json
 import random
 import re
+from collections import Counter
 
 NUMBER_RE = re.compile(r"-?\d+(?:\.\d+)?")
 NUMERIC_TYPES = ("INT", "INTEGER", "FLOAT", "DECIMAL", "REAL", "DOUBLE", "YEAR")
@@ -72,29 +73,32 @@ class Table:
         self.name = table["table_name"]
         self.columns = [str(c["name"]) for c in table["table_info"]["columns"]]
         self.types = [str(c.get("type", "TEXT")) for c in table["table_info"]["columns"]]
-        self.rows = [[("" if v is None else str(v)) for v in row] for row in table["table_info"]["rows"]]
+        self.rows = [[("" if v is None else str(v)) for v in row] for row in table["table_info"]["rows"]
+                     if len(row) == len(self.columns)]
         self.record = record
-        usable = [i for i, c in enumerate(self.columns) if c.strip() and "`" not in c]
-        width = len(self.columns)
-        self.rows = [r for r in self.rows if len(r) == width]
-        self.text = [i for i in usable if any(r[i].strip() for r in self.rows)]
-        self.numeric = [i for i in usable if len({r[i] for r in self.rows}) > 1
+        self.usable = [i for i, c in enumerate(self.columns) if c.strip() and "`" not in c]   # quotable names
+        self.text = [i for i in self.usable if any(r[i].strip() for r in self.rows)]
+        self.numeric = [i for i in self.usable if len({r[i] for r in self.rows}) > 1
                         and all(NUMBER_RE.fullmatch(r[i].strip()) for r in self.rows)]
+        # per text column: the values that name one row (a WHERE that picks it out)
+        self.unique = {i: [v for v, k in Counter(self.values(i)).items() if k == 1 and short(v)] for i in self.text}
 
     def values(self, i):
         return [r[i] for r in self.rows]
 
-    def unique_values(self, i):
-        counts = {}
-        for v in self.values(i):
-            counts[v] = counts.get(v, 0) + 1
-        return [v for v, k in counts.items() if k == 1 and v.strip() and len(v) <= 40]
+    def pick_value(self, i, rng):
+        """One of the column's short values ('' when it has none)."""
+        return rng.choice(sorted({v for v in self.values(i) if short(v)}) or [""])
+
+
+def short(value):
+    return bool(value.strip()) and len(value) <= 40
 
 
 def derive(table, kind, rng):
     """One DBBench item of this type from the table, or None when the table cannot give one."""
     t, cols = table, table.columns
-    where_cols = [i for i in t.text if t.unique_values(i)]
+    where_cols = [i for i in t.text if t.unique[i]]
     wording = rng.choice(WORDINGS[kind])
     fill = {"table": t.name}
     item = {"type": [kind], "table": t.record["table"]}
@@ -102,21 +106,21 @@ def derive(table, kind, rng):
     if kind in ("other", "UPDATE") and len(where_cols) >= 1 and len(t.text) >= 2:
         a = rng.choice(where_cols)
         b = rng.choice([i for i in t.text if i != a])
-        v = rng.choice(t.unique_values(a))
+        v = rng.choice(t.unique[a])
         fill.update(a=cols[a], b=cols[b], v=v)
         where = f"WHERE {name(cols[a])} = {literal(v)}"
         if kind == "other":
             item["sql"] = {"query": f"SELECT {name(cols[b])} FROM {name(t.name)} {where}"}
         else:
             current = next(r[b] for r in t.rows if r[a] == v)
-            others = [w for w in set(t.values(b)) if w != current and w.strip() and len(w) <= 40]
+            others = [w for w in set(t.values(b)) if w != current and short(w)]
             if not others:
                 return None
             fill["w"] = rng.choice(sorted(others))
             item["label"] = [f"UPDATE {name(t.name)} SET {name(cols[b])} = {literal(fill['w'])} {where}"]
     elif kind in ("counting", "DELETE") and t.text:
         a = rng.choice(t.text)
-        v = rng.choice(sorted({x for x in t.values(a) if x.strip() and len(x) <= 40} or {""}))
+        v = t.pick_value(a, rng)
         if not v:
             return None
         fill.update(a=cols[a], v=v)
@@ -154,7 +158,7 @@ def derive(table, kind, rng):
             if not candidates:
                 return None
             a = rng.choice(candidates)
-            v = rng.choice(sorted({x for x in t.values(a) if x.strip() and len(x) <= 40} or {""}))
+            v = t.pick_value(a, rng)
             if not v:
                 return None
             fill.update(a=cols[a], v=v)
@@ -162,7 +166,7 @@ def derive(table, kind, rng):
         item["sql"] = {"query": query}
     elif kind == "INSERT" and t.rows:
         row = [rng.choice(t.values(i)) for i in range(len(cols))]   # each value seen in its column
-        if row in t.rows or not all(c.strip() and "`" not in c for c in cols):
+        if row in t.rows or len(t.usable) < len(cols):
             return None
         fill["values"] = ", ".join(f"{c} '{v}'" for c, v in zip(cols, row))
         item["label"] = [f"INSERT INTO {name(t.name)} ({', '.join(name(c) for c in cols)}) "
