@@ -40,6 +40,7 @@ import re
 import zlib
 
 from agentune.agents import Agent, Reply
+from agentune.envs.base import NoReference
 from agentune.envs.db_env import MODIFICATION_TYPES, one_line
 
 
@@ -908,7 +909,7 @@ def os_episode(description, seed, example):
     """The OS explorer's episode: a look at what the task names, the reference commands, a check
     of their result, the answer (or finish)."""
     if example is None:  # as the expert: nothing to build on (SystemExit would stop the run)
-        raise ValueError("this OS task has no example solution for the explorer to build on")
+        raise NoReference("this OS task has no example solution for the explorer to build on")
     language, code = example
     command = code.strip() if language == "bash" else f"python3 - <<'EOF'\n{code.strip()}\nEOF"
 

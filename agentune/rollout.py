@@ -18,11 +18,11 @@ from collections import Counter
 
 from agentune.agents import ContextLimit, LLMError
 from agentune.envs import env_class
-from agentune.envs.base import TaskError
+from agentune.envs.base import NoReference, TaskError
 from agentune.records import DataError, JsonlWriter, read_jsonl, write_jsonl
 
 FINISHES = ("answered", "max_turns", "invalid_format", "repetition", "context_limit", "task_error",
-            "env_error", "llm_error")
+            "no_reference", "env_error", "llm_error")
 # episodes that ended like this say something about the infrastructure (endpoint, environment),
 # nothing about the task or the agent: a restart runs them again
 RETRIED_FINISHES = ("env_error", "llm_error")
@@ -78,6 +78,8 @@ def run_episode(env, agent, task, max_turns):
             reply = agent.reply(messages, env)
         except ContextLimit as e:
             return end_unfinished("context_limit", e)
+        except NoReference as e:   # the expert has nothing to replay: not the agent's failure
+            return end("no_reference", e)
         except Exception as e:  # LLMError, or a failing expert / agent bug: the agent side failed
             return end("llm_error", e)
         for key, value in (reply.usage or {}).items():

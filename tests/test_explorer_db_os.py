@@ -300,9 +300,9 @@ def test_os_explorer_looks_checks_and_answers(os_tasks, base_tokenizer):
 def test_os_explorer_without_example_and_after_a_failure(os_tasks):
     env = OSEnv()
     try:
-        # no example to build on: the episode fails as the expert's does (llm_error, retried)
+        # no example to build on: the episode ends as the expert's does (no_reference, not retried)
         record = run_episode(env, ExplorerAgent(), os_tasks["dev.json#0"], env.max_turns)
-        assert record["finish"] == "llm_error" and "no example" in record["error"]
+        assert record["finish"] == "no_reference" and "no example" in record["error"]
         # dev.json#24: the example assumes jack's shell in /home/jack; it fails here and the
         # explorer says so instead of answering with the error text
         messages, step = play(env, os_tasks["dev.json#24"])

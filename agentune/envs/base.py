@@ -21,6 +21,12 @@ thought/action format), which the expert agent replays through the real environm
 from dataclasses import dataclass, field
 
 
+class NoReference(Exception):
+    """The task ships no reference solution, so the expert cannot play it (e.g. an OS dev task
+    without an `example`): the episode ends as `no_reference`, which says nothing about the
+    agent, the env or an endpoint, and is not retried. Raised by expert_reply()."""
+
+
 class TaskError(Exception):
     """The task itself is broken (e.g. a DBBench table row with the wrong number of values): the
     episode ends as `task_error`, is scored 0 and listed with the task's file:line, and the rest

@@ -19,7 +19,7 @@ import ast
 import os
 import re
 
-from agentune.envs.base import Env, Step, Task
+from agentune.envs.base import Env, NoReference, Step, Task
 from agentune.paths import data_path
 from agentune.records import DataError, read_jsonl
 
@@ -126,7 +126,7 @@ class MTBenchEnv(Env):
         """The GPT-4 reference answer (math, reasoning and coding questions only)."""
         reference = self.task.data["reference"]
         if reference is None:
-            raise RuntimeError(f"mtbench: no reference answer for {self.task.data['category']} questions")
+            raise NoReference(f"mtbench: no reference answer for {self.task.data['category']} questions")
         return reference[len(self.answers)]
 
     def close(self):

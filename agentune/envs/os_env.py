@@ -30,7 +30,7 @@ import json
 import os
 import re
 
-from agentune.envs.base import Env, Step, Task
+from agentune.envs.base import Env, NoReference, Step, Task
 from agentune.paths import data_path
 from agentune.records import DataError
 from agentune.sandbox import DockerSandbox, Sandbox
@@ -249,7 +249,7 @@ class OSEnv(Env):
         printed (or finish, when a script checks the machine and the example printed nothing)."""
         example = self.spec["example"]
         if example is None:
-            raise ValueError(f"os task {self.task.id} has no example solution to replay")
+            raise NoReference(f"os task {self.task.id} has no example solution to replay")
         self.expert_turn += 1
         if self.expert_turn == 1:
             return ("Think: I can do this with a few shell commands; let me run them.\n\n"
