@@ -5,6 +5,11 @@ model, so this is the measure that can show the eta trade-off: lower loss on hel
 trajectories vs lower loss on held-out general conversations.
     python experiments/heldout_loss.py --model=runs/study/train/eta0.2/final \
         --data=held_in=a.jsonl,held_out=b.jsonl,general=c.jsonl --out=loss.json
+
+Each file's loss comes with a 95% interval from a bootstrap over its conversations (a
+conversation's tokens are not independent of each other), and the out file keeps every
+conversation's loss sum and token count by id, so two models scored on the same files can be
+compared pairwise (experiments/write_results.py does).
 """
 import json
 import os
@@ -16,10 +21,13 @@ data = ""             # name=file,name=file,...  (any record format 04_train.py 
 limit = 40            # conversations per file (the first ones)
 seq_len = 2048        # longer conversations are skipped and counted, as in training
 out = ""              # a JSON file for the figures ('' = print only)
+bootstrap = 2000      # resamples of the conversations for the 95% interval
+seed = 1234
 # -----------------------------------------------------------------------------
 from agentune.config import configure  # noqa: E402
 config = configure(globals())
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -33,9 +41,20 @@ if not data or any("=" not in part for part in data.split(",")):
     raise SystemExit(f"--data={data!r}: give name=file pairs, e.g. --data=agent=a.jsonl,general=b.jsonl")
 tokenizer, net = load_tokenizer(model), load_model(model).eval()
 torch.set_grad_enabled(False)
+
+
+def bootstrap_interval(sums, counts, resamples, rng):
+    """95% interval of sum(sums) / sum(counts), resampling whole conversations."""
+    sums, counts = np.asarray(sums, dtype=float), np.asarray(counts, dtype=float)
+    picks = rng.integers(0, len(sums), size=(resamples, len(sums)))
+    ratios = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+
+
 results = {}
 for name, path in (part.split("=", 1) for part in data.split(",")):
-    total_loss = total_tokens = too_long = 0
+    too_long = 0
+    per_conversation = {}   # id -> [loss sum, tokens]
     records = list(read_records(path))[:limit]
     for where, record in tqdm(records, desc=f"loss {name}"):
         ids, mask = encode(tokenizer, to_messages(record, where), where)
@@ -46,13 +65,16 @@ for name, path in (part.split("=", 1) for part in data.split(",")):
         # (sdpa) because the model is loaded with the default attention, on the CPU
         batch = collate([(ids, [False] + mask[1:])], tokenizer.pad_token_id)
         loss_sum, count = token_losses(net, batch, "cpu", "sdpa")
-        total_loss, total_tokens = total_loss + float(loss_sum), total_tokens + count
-    if not total_tokens:
+        per_conversation[record.get("id", where)] = [round(float(loss_sum), 4), int(count)]
+    if not per_conversation:
         raise SystemExit(f"{path}: no conversation fits seq_len={seq_len} ({too_long} too long)")
-    results[name] = {"loss": round(total_loss / total_tokens, 4), "tokens": total_tokens,
-                     "conversations": len(records) - too_long, "too_long_skipped": too_long}
-    print(f"{name}: loss {results[name]['loss']:.4f} over {total_tokens} tokens "
-          f"({len(records) - too_long} conversations, {too_long} too long skipped)")
+    sums, counts = zip(*per_conversation.values())
+    low, high = bootstrap_interval(sums, counts, bootstrap, np.random.default_rng(seed))
+    results[name] = {"loss": round(sum(sums) / sum(counts), 4), "ci_low": round(low, 4), "ci_high": round(high, 4),
+                     "tokens": sum(counts), "conversations": len(per_conversation), "too_long_skipped": too_long,
+                     "per_conversation": per_conversation}
+    print(f"{name}: loss {results[name]['loss']:.4f} [95% {low:.4f}, {high:.4f}] over {sum(counts)} tokens "
+          f"({len(per_conversation)} conversations, {too_long} too long skipped)")
 if out:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import random
 
 # -----------------------------------------------------------------------------
 study = "runs/study"
@@ -54,6 +55,17 @@ for run in found:
         runs[run] = {"tasks": tasks}
 if "base" not in runs:
     raise SystemExit(f"{eval_root}/base has no results: run experiments/reproduce.sh first")
+
+# held-out losses (experiments/heldout_loss.py --out=<study>/loss/<run>.json): the same conversations
+# for every run, each one's loss sum and tokens kept, so runs compare pairwise
+losses, loss_root = {}, os.path.join(study, "loss")
+for run in found:
+    path = os.path.join(loss_root, f"{run}.json")
+    if os.path.exists(path):
+        losses[run] = load(path)["loss"]
+loss_files = []
+for r in losses.values():
+    loss_files += [name for name in r if name not in loss_files]
 
 for run, r in runs.items():   # group means (the paper's Overall needs divisors; these are plain means)
     groups = {}
@@ -101,6 +113,26 @@ def kept(base, tuned):
     if tuned["ci_high"] < base["ci_low"]:
         return "**lost** (intervals apart)"
     return "**kept** (intervals overlap or tuned higher)"
+
+
+def fmt_loss(v):
+    return f"{v['loss']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+
+
+def loss_difference(run, name, resamples=2000, seed=1234):
+    """run's loss minus the base's on the conversations both scored, with a 95% paired bootstrap
+    interval (conversations resampled together for both models); None without common ones."""
+    a, b = losses["base"][name]["per_conversation"], losses[run][name]["per_conversation"]
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    rng = random.Random(seed)
+
+    def diff(ids):
+        return (sum(b[i][0] for i in ids) / sum(b[i][1] for i in ids)
+                - sum(a[i][0] for i in ids) / sum(a[i][1] for i in ids))
+    samples = sorted(diff([rng.choice(common) for _ in common]) for _ in range(resamples))
+    return diff(common), samples[int(0.025 * resamples)], samples[int(0.975 * resamples) - 1], len(common)
 
 
 def fmt(v):
@@ -187,6 +219,25 @@ if train_info:
               f"processed about {paper_tokens:,} row tokens, {paper_tokens / max(most, 1):,.0f}x more, "
               "on models 50-500x larger."]
 
+if losses and "base" in losses:
+    lines += ["", "## Held-out losses (teacher-forced, nats per trained token, 95% bootstrap interval)", "",
+              "The mean cross-entropy over the tokens a model would be trained on, on conversations no run "
+              "trained on (`experiments/heldout_loss.py`; files in the study's `loss/` folder). Δ: the run's "
+              "loss minus the base's on the same conversations, with a paired bootstrap interval.", "",
+              "| run | " + " | ".join(loss_files) + " |", "|---|" + "---|" * len(loss_files)]
+    for run, r in losses.items():
+        cells = []
+        for name in loss_files:
+            if name not in r:
+                cells.append("–")
+                continue
+            cell = f"{fmt_loss(r[name])} n={r[name]['conversations']}"
+            d = loss_difference(run, name) if run != "base" and name in losses["base"] else None
+            if d:
+                cell += f"; Δ {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
+            cells.append(cell)
+        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+
 claims = []
 if TUNED in runs:
     rows = []
@@ -213,10 +264,14 @@ if others:
                       "from the dev tables in its pool) vs the base, held-in tasks:\n" + "\n".join(rows))
 sweep = [r for r in ("eta0.0", "eta0.2", "eta0.5", "eta1.0") if r in runs]
 if len(sweep) > 1:
-    per_group = {g: [runs[r]["groups"].get(g) for r in sweep] for g in ("held_in", "held_out", "general")}
-    text = "; ".join(f"{g}: " + " → ".join("–" if x is None else f"{x:.1f}" for x in xs) for g, xs in per_group.items())
-    claims.append(f"2. The eta sweep ({' / '.join(sweep)}, same compute), mean scores per group: {text}. "
-                  "Per-task intervals are in the table above.")
+    # per task, only where every point of the sweep was measured (group means over different task
+    # sets would not compare)
+    rows = [f"   - {task}: " + " / ".join(fmt(runs[r]["tasks"][task]) for r in sweep)
+            for task in tasks if all(task in runs[r]["tasks"] for r in sweep)]
+    rows += [f"   - loss on {name} (lower is better): " + " / ".join(fmt_loss(losses[r][name]) for r in sweep)
+             for name in loss_files if all(name in losses.get(r, {}) for r in sweep)]
+    claims.append(f"2. The eta sweep ({' / '.join(sweep)}, same compute), every task and held-out loss "
+                  "measured at every point:\n" + "\n".join(rows))
 if "self_filtered" in runs and "self_unfiltered" in runs:
     rows = []
     for task in tasks:
@@ -249,7 +304,9 @@ os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
 with open(out_json, "w") as f:
     json.dump({"study": study, "command": command, "date": str(datetime.date.today()), "seconds": seconds,
                "runs": {run: {"tasks": {t: {k: v[k] for k in ("score", "n", "ci_low", "ci_high")}
-                                        for t, v in r["tasks"].items()}, "groups": r["groups"]}
+                                        for t, v in r["tasks"].items()}, "groups": r["groups"],
+                              **({"heldout_loss": {name: {k: v[k] for k in ("loss", "ci_low", "ci_high", "conversations")}
+                                                   for name, v in losses[run].items()}} if run in losses else {})}
                         for run, r in runs.items()}}, f, indent=1)
     f.write("\n")
 print("\n".join(lines))

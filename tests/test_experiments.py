@@ -56,6 +56,11 @@ def test_heldout_loss_is_the_mean_over_trained_tokens(tmp_path, tiny_model_dir):
         total, tokens = total + loss * n, tokens + n
     assert result["agent"]["tokens"] == tokens
     assert abs(result["agent"]["loss"] - total / tokens) < 1e-3
+    # the interval comes from resampling conversations; each one's figures are kept for pairing
+    assert result["agent"]["ci_low"] <= result["agent"]["loss"] <= result["agent"]["ci_high"]
+    assert result["agent"]["ci_low"] < result["agent"]["ci_high"]
+    per_conversation = result["agent"]["per_conversation"]
+    assert len(per_conversation) == 3 and sum(c for _, c in per_conversation.values()) == tokens
 
 
 def write_eval(study, run, task, group, successes, n=40):
@@ -80,6 +85,14 @@ def test_results_verdicts_follow_the_intervals(tmp_path):
         write_eval(study, run_name, "alfworld", "held_in", alf)
         write_eval(study, run_name, "db", "held_in", db)
         write_eval(study, run_name, "gsm8k", "general", gsm)
+    # held-out losses on the same 20 conversations: eta0.2 lower on agent by 0.5 nats everywhere
+    (study / "loss").mkdir()
+    for run_name, shift in {"base": 0.0, "eta0.2": -0.5}.items():
+        per = {f"c{i}": [(2.0 + 0.1 * (i % 3) + shift) * 10, 10] for i in range(20)}
+        sums = sum(v[0] for v in per.values())
+        (study / "loss" / f"{run_name}.json").write_text(json.dumps({"loss": {"agent": {
+            "loss": sums / 200, "ci_low": sums / 200 - 0.05, "ci_high": sums / 200 + 0.05,
+            "conversations": 20, "per_conversation": per}}}))
     out_md, out_json = tmp_path / "RESULTS.md", tmp_path / "results.json"
     run("write_results.py", f"--study={study}", f"--out_md={out_md}", f"--out_json={out_json}", "--command=test")
     results = json.loads(out_json.read_text())["runs"]
@@ -92,3 +105,7 @@ def test_results_verdicts_follow_the_intervals(tmp_path):
     assert "**within noise**" in next(line for line in claims.splitlines() if "- db" in line)
     assert "**kept**" in next(line for line in claims.splitlines() if "- gsm8k" in line)
     assert "2. The eta sweep (eta0.0 / eta0.2, same compute)" in claims
+    # the paired loss difference is exact here (a constant shift): -0.5 with a zero-width interval
+    losses_table = out_md.read_text().split("## Held-out losses")[1].split("##")[0]
+    assert "Δ -0.500 [-0.500, -0.500]" in next(line for line in losses_table.splitlines() if line.startswith("| eta0.2"))
+    assert abs(results["eta0.2"]["heldout_loss"]["agent"]["loss"] - 1.595) < 1e-9
