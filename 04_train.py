@@ -135,6 +135,13 @@ def init_distributed():
             port = s.getsockname()[1]
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_SIZE="1",
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # On the CPU DeepSpeed compiles its all-reduce op (shm) at first use into torch's extension
+    # cache, one folder per Python version: installs in different directories compile it with
+    # different include paths, so each rebuilt it over the other's (35 s to minutes per run here).
+    # One folder per DeepSpeed install keeps each build.
+    install = os.path.dirname(os.path.abspath(deepspeed.__file__))
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(
+        os.path.expanduser("~/.cache/torch_extensions"), "agentune-" + hashlib.sha1(install.encode()).hexdigest()[:10]))
     deepspeed.init_distributed()
     # On the CPU DeepSpeed's all-reduce maps one /dev/shm file per rank and never unlinks it: every
     # run left 69 MB of RAM behind (8 GB here after a day of runs, until trainings were OOM-killed).
