@@ -36,7 +36,7 @@ def test_heldout_loss_is_the_mean_over_trained_tokens(tmp_path, tiny_model_dir):
     write_jsonl(tmp_path / "agent.jsonl", agent)
     write_jsonl(tmp_path / "general.jsonl", general)
     out = tmp_path / "loss.json"
-    run("heldout_loss.py", f"--model={tiny_model_dir}", f"--out={out}", "--seq_len=256",
+    run("heldout_loss.py", f"--model={tiny_model_dir}", f"--out={out}", "--seq_len=256", "--dtype=float32",
         f"--data=agent={tmp_path}/agent.jsonl,general={tmp_path}/general.jsonl")
     result = json.loads(out.read_text())["loss"]
     assert result["general"]["conversations"] == 1 and result["general"]["too_long_skipped"] == 1

@@ -3,11 +3,11 @@
 # made its data, mixes and models): what the study had not measured yet
 #   - general abilities: GSM8K (200 of the test set, spread) and HumanEval (all 164), base vs tuned
 #   - OS interaction std (all 144), base vs tuned: the third held-in task
-#   - held-out: HotpotQA (50 of AgentTuning's 300)
+#   - held-out: HotpotQA (50 of AgentTuning's 300, spread)
 #   - the eta sweep's third point: eta 0.5, same data, recipe and compute as eta0.2 / eta1.0
 #   - losses: every model's teacher-forced loss on held-out agent trajectories and general answers
-# Two lanes side by side (2 cores; a training holds 7-8 GB). Every step resumes: 05_eval appends
-# episodes, a finished part or training is skipped. Run from the repository root:
+# Three lanes side by side on 2 cores (a training holds 7-8 GB). Every step resumes: 05_eval appends
+# episodes, a finished part, training or loss file is skipped. Run from the repository root:
 #   STUDY=/work/main/runs/s3 bash experiments/runs_2026-12-02c/run.sh
 set -uo pipefail
 PY=.venv/bin/python S=${STUDY:-runs/s3}
@@ -24,34 +24,39 @@ evaluate() {  # run model_dir task [limit]
 }
 general() { evaluate $1 "$2" gsm8k 200; evaluate $1 "$2" humaneval; }
 
+# held-out losses of every model on the same conversations, none of them trained on: the explorer's
+# trajectories on 40 ALFWorld valid_seen games (the study trained on train games only) and the
+# reference answers of 40 GSM8K test problems and 40 HumanEval problems (their prompt repeats the
+# function's signature and docstring, which the reference answer copies)
+heldout_data() {
+  [ -e $S/heldout/alfworld_valid_seen/alfworld.jsonl ] || $PY 01_collect.py --env=alfworld --agent=explorer \
+    --splits="{'alfworld': 'valid_seen'}" --limit=40 --out_dir=$S/heldout/alfworld_valid_seen --workers=1 > $S/logs/heldout_alfworld.log 2>&1
+  [ -e $S/heldout/general/results.json ] || $PY 05_eval.py --agent=expert --tasks=gsm8k,humaneval --limit=40 \
+    --out_dir=$S/heldout/general --workers=2 > $S/logs/heldout_general.log 2>&1
+}
+loss() {  # run model_dir
+  [ -e $S/loss/$1.json ] || $PY experiments/heldout_loss.py --model="$2" --limit=40 --out=$S/loss/$1.json \
+    --data=alfworld_valid_seen=$S/heldout/alfworld_valid_seen/alfworld.jsonl,gsm8k_reference=$S/heldout/general/episodes/gsm8k.jsonl,humaneval_reference=$S/heldout/general/episodes/humaneval.jsonl \
+    > $S/logs/$1.loss.log 2>&1
+}
+
 lane_a() {
   general base ""; evaluate base "" os
   general eta0.2 $S/train/eta0.2/final; evaluate eta0.2 $S/train/eta0.2/final os
-  evaluate base "" hotpotqa 50; evaluate eta0.2 $S/train/eta0.2/final hotpotqa 50
 }
 lane_b() {
   [ -e $S/mix/eta0.5/train.jsonl ] || $PY 03_mix.py --agent_data=$S/filtered/agent.jsonl --eta=0.5 --total=600 \
     --out_dir=$S/mix/eta0.5 > $S/logs/mix_eta0.5.log 2>&1
   train eta0.5 $S/mix/eta0.5
   evaluate eta0.5 $S/train/eta0.5/final alfworld
-  general eta1.0_db $S/train/eta1.0_db/final
+  evaluate base "" hotpotqa 50; evaluate eta0.2 $S/train/eta0.2/final hotpotqa 50
 }
-lane_a & lane_b & wait
-
-# held-out losses of every model on the same conversations, none of them trained on: the explorer's
-# trajectories on 40 ALFWorld valid_seen games (the study trained on train games only) and the
-# reference answers of 40 GSM8K test problems and 40 HumanEval problems
-[ -e $S/heldout/alfworld_valid_seen/alfworld.jsonl ] || $PY 01_collect.py --env=alfworld --agent=explorer \
-  --splits="{'alfworld': 'valid_seen'}" --limit=40 --out_dir=$S/heldout/alfworld_valid_seen --workers=1 > $S/logs/heldout_alfworld.log 2>&1
-[ -e $S/heldout/general/results.json ] || $PY 05_eval.py --agent=expert --tasks=gsm8k,humaneval --limit=40 \
-  --out_dir=$S/heldout/general --workers=2 > $S/logs/heldout_general.log 2>&1
-loss() {  # run model_dir
-  [ -e $S/loss/$1.json ] || $PY experiments/heldout_loss.py --model="$2" --limit=40 --out=$S/loss/$1.json \
-    --data=alfworld_valid_seen=$S/heldout/alfworld_valid_seen/alfworld.jsonl,gsm8k_reference=$S/heldout/general/episodes/gsm8k.jsonl,humaneval_reference=$S/heldout/general/episodes/humaneval.jsonl \
-    > $S/logs/$1.loss.log 2>&1
+lane_losses() {
+  heldout_data
+  loss base ""; loss eta0.2 $S/train/eta0.2/final; loss eta1.0 $S/train/eta1.0/final
+  loss eta1.0_db $S/train/eta1.0_db/final; loss replay_eta1.0 $S/train/replay_eta1.0/final
 }
-{ loss base ""; loss eta0.2 $S/train/eta0.2/final; loss eta1.0 $S/train/eta1.0/final; } &
-{ loss eta0.5 $S/train/eta0.5/final; loss eta1.0_db $S/train/eta1.0_db/final; loss replay_eta1.0 $S/train/replay_eta1.0/final; } &
-wait
+lane_a & lane_b & lane_losses & wait
+loss eta0.5 $S/train/eta0.5/final
 $PY experiments/write_results.py --study=$S \
   --command="bash experiments/runs_2026-12-02/run.sh; bash experiments/runs_2026-12-02b/run.sh; bash experiments/runs_2026-12-02c/run.sh"
