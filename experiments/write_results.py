@@ -268,8 +268,14 @@ if len(sweep) > 1:
     # sets would not compare)
     rows = [f"   - {task}: " + " / ".join(fmt(runs[r]["tasks"][task]) for r in sweep)
             for task in tasks if all(task in runs[r]["tasks"] for r in sweep)]
-    rows += [f"   - loss on {name} (lower is better): " + " / ".join(fmt_loss(losses[r][name]) for r in sweep)
-             for name in loss_files if all(name in losses.get(r, {}) for r in sweep)]
+    for name in loss_files:
+        if all(name in losses.get(r, {}) for r in sweep):
+            low, high = losses[sweep[0]][name], losses[sweep[-1]][name]
+            order = ("lower" if low["ci_high"] < high["ci_low"] else "higher" if low["ci_low"] > high["ci_high"]
+                     else None)
+            rows.append(f"   - loss on {name} (lower is better): " + " / ".join(fmt_loss(losses[r][name]) for r in sweep)
+                        + (f": {order} at {sweep[0]} than at {sweep[-1]}, intervals apart" if order
+                           else f": {sweep[0]} vs {sweep[-1]} within noise (intervals overlap)"))
     claims.append(f"2. The eta sweep ({' / '.join(sweep)}, same compute), every task and held-out loss "
                   "measured at every point:\n" + "\n".join(rows))
 if "self_filtered" in runs and "self_unfiltered" in runs:

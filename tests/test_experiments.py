@@ -87,7 +87,7 @@ def test_results_verdicts_follow_the_intervals(tmp_path):
         write_eval(study, run_name, "gsm8k", "general", gsm)
     # held-out losses on the same 20 conversations: eta0.2 lower on agent by 0.5 nats everywhere
     (study / "loss").mkdir()
-    for run_name, shift in {"base": 0.0, "eta0.2": -0.5}.items():
+    for run_name, shift in {"base": 0.0, "eta0.2": -0.5, "eta0.0": 0.3}.items():
         per = {f"c{i}": [(2.0 + 0.1 * (i % 3) + shift) * 10, 10] for i in range(20)}
         sums = sum(v[0] for v in per.values())
         (study / "loss" / f"{run_name}.json").write_text(json.dumps({"loss": {"agent": {
@@ -109,3 +109,5 @@ def test_results_verdicts_follow_the_intervals(tmp_path):
     losses_table = out_md.read_text().split("## Held-out losses")[1].split("##")[0]
     assert "Δ -0.500 [-0.500, -0.500]" in next(line for line in losses_table.splitlines() if line.startswith("| eta0.2"))
     assert abs(results["eta0.2"]["heldout_loss"]["agent"]["loss"] - 1.595) < 1e-9
+    assert "higher at eta0.0 than at eta0.2, intervals apart" in next(
+        line for line in claims.splitlines() if "loss on agent" in line)
