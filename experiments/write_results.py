@@ -256,12 +256,13 @@ if others:
     for run in others:
         for task in tasks:
             base, tuned = runs["base"]["tasks"].get(task), runs[run]["tasks"].get(task)
-            if base and tuned and base["group"] == "held_in":
-                rows.append(f"   - {run}, {task}: base {fmt(base)} → {fmt(tuned)}: {verdict(tuned, base)}"
+            if base and tuned and base["group"] in ("held_in", "general"):
+                decided = verdict(tuned, base) if base["group"] == "held_in" else kept(base, tuned)
+                rows.append(f"   - {run}, {task} ({base['group']}): base {fmt(base)} → {fmt(tuned)}: {decided}"
                             f"{paired('base', run, task, 'base', 'tuned')}")
     if rows:
         claims.append("1b. More agent data in the mix (same compute; a run named *_db also had the DB tasks derived "
-                      "from the dev tables in its pool) vs the base, held-in tasks:\n" + "\n".join(rows))
+                      "from the dev tables in its pool) vs the base, held-in and general tasks:\n" + "\n".join(rows))
 sweep = [r for r in ("eta0.0", "eta0.2", "eta0.5", "eta1.0") if r in runs]
 if len(sweep) > 1:
     # per task, only where every point of the sweep was measured (group means over different task

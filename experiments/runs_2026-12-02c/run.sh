@@ -2,6 +2,7 @@
 # Session 2026-12-02c, on top of the study in runs/s3 (runs_2026-12-02/run.sh and runs_2026-12-02b/run.sh
 # made its data, mixes and models): what the study had not measured yet
 #   - general abilities: GSM8K (200 of the test set, spread) and HumanEval (all 164), base vs tuned
+#     (eta0.2, and the agent-only eta1.0_db)
 #   - OS interaction std (all 144), base vs tuned: the third held-in task
 #   - held-out: HotpotQA (50 of AgentTuning's 300, spread)
 #   - the eta sweep's third point: eta 0.5, same data, recipe and compute as eta0.2 / eta1.0
@@ -43,6 +44,7 @@ loss() {  # run model_dir
 lane_a() {
   general base ""; evaluate base "" os
   general eta0.2 $S/train/eta0.2/final; evaluate eta0.2 $S/train/eta0.2/final os
+  general eta1.0_db $S/train/eta1.0_db/final   # does agent data only (eta 1.0) cost general abilities?
 }
 lane_b() {
   [ -e $S/mix/eta0.5/train.jsonl ] || $PY 03_mix.py --agent_data=$S/filtered/agent.jsonl --eta=0.5 --total=600 \
