@@ -31,6 +31,9 @@ HELDIN=${HELDIN:-alfworld,db,os}      # full std sets unless HELDIN_LIMIT
 HELDIN_LIMIT=${HELDIN_LIMIT:-0}
 OTHER=${OTHER-hotpotqa,gsm8k,humaneval}
 EVAL_LIMIT=${EVAL_LIMIT:-50}          # episodes per held-out/general task
+SEEN_LIMIT=${SEEN_LIMIT:-0}           # > 0: also that many ALFWorld valid_seen games (scenes of train, games not
+                                      # collected from), evaluated as task alfworld_seen (part seen/)
+EVAL_BASE=${EVAL_BASE:-1}             # 0: the base model is not evaluated (a study that compares tuned runs only)
 SELF_GAMES=${SELF_GAMES:-100}; SELF_ATTEMPTS=${SELF_ATTEMPTS:-2}; SELF_TEMPERATURE=${SELF_TEMPERATURE:-0.7}
 REPLAY_ETA=${REPLAY_ETA:-}            # e.g. 1.0: also train on the replay expert's ALFWorld trajectories (same games,
                                       # same compute) and compare with the explorer's run at that eta (run replay_eta<E>)
@@ -60,6 +63,8 @@ evaluate() {  # run model_dir [held-in tasks]
     --limit=$HELDIN_LIMIT --workers=8 --out_dir=$S/eval/$1/heldin
   [ -z "$OTHER" ] || [ -e $S/eval/$1/other/results.json ] || $PY 05_eval.py --label=$1 --model="$2" --tasks=$OTHER \
     --limit=$EVAL_LIMIT --workers=8 --out_dir=$S/eval/$1/other
+  [ "$SEEN_LIMIT" -eq 0 ] || [ -e $S/eval/$1/seen/results.json ] || $PY 05_eval.py --label=$1 --model="$2" --tasks=alfworld \
+    --task_splits='{"alfworld": "valid_seen"}' --limit=$SEEN_LIMIT --workers=8 --out_dir=$S/eval/$1/seen
 }
 
 stage "collect: $TEACHER on $ALF_GAMES ALFWorld train games and $DB_TASKS DB tasks from the dev tables, OS and DB dev; filter"
@@ -92,7 +97,7 @@ for eta in $ETAS; do launch train eta$eta $S/mix/eta$eta; done
 finish
 
 stage "evaluate base and every eta (logs: $S/logs)"
-launch evaluate base "$MODEL"
+[ "$EVAL_BASE" -eq 0 ] || launch evaluate base "$MODEL"
 for eta in $ETAS; do launch evaluate eta$eta $S/train/eta$eta/final; done
 [ -z "$REPLAY_ETA" ] || launch evaluate replay_eta$REPLAY_ETA $S/train/replay_eta$REPLAY_ETA/final "$REPLAY_HELDIN"
 finish
@@ -120,6 +125,6 @@ for kind in filtered unfiltered; do
 done
 
 stage "report"
-command="STUDY=$S MODEL=$MODEL PRESET=$PRESET TEACHER=$TEACHER ALF_GAMES=$ALF_GAMES SEQ=$SEQ STEPS=$STEPS ROWS=$ROWS LR=$LR MIX_PER_ROW=$MIX_PER_ROW ETAS='$ETAS' HELDIN=$HELDIN HELDIN_LIMIT=$HELDIN_LIMIT OTHER=$OTHER EVAL_LIMIT=$EVAL_LIMIT SELF_GAMES=$SELF_GAMES SELF_ATTEMPTS=$SELF_ATTEMPTS REPLAY_ETA=$REPLAY_ETA JOBS=$JOBS bash experiments/reproduce.sh"
+command="STUDY=$S MODEL=$MODEL PRESET=$PRESET TEACHER=$TEACHER ALF_GAMES=$ALF_GAMES DB_TASKS=$DB_TASKS SEQ=$SEQ STEPS=$STEPS ROWS=$ROWS LR=$LR MIX_PER_ROW=$MIX_PER_ROW ETAS='$ETAS' HELDIN=$HELDIN HELDIN_LIMIT=$HELDIN_LIMIT OTHER=$OTHER EVAL_LIMIT=$EVAL_LIMIT SEEN_LIMIT=$SEEN_LIMIT EVAL_BASE=$EVAL_BASE SELF_GAMES=$SELF_GAMES SELF_ATTEMPTS=$SELF_ATTEMPTS REPLAY_ETA=$REPLAY_ETA JOBS=$JOBS bash experiments/reproduce.sh"
 $PY experiments/write_results.py --study=$S --command="$command" --seconds=$(( $(date +%s) - start )) \
   --out_md=${RESULTS_MD:-experiments/RESULTS.md} --out_json=${RESULTS_JSON:-experiments/results.json}

@@ -33,7 +33,10 @@ def load(path):
         return json.load(f)
 
 
-# every run's results: <study>/eval/<run>/<part>/results.json, parts merged (05_eval runs per part)
+# every run's results: <study>/eval/<run>/<part>/results.json, parts merged (05_eval runs per part);
+# the parts heldin/ and other/ hold each task's default set, any other part another split of a task,
+# named <task>_<part> (seen/alfworld: ALFWorld valid_seen, "alfworld_seen")
+DEFAULT_PARTS = ("heldin", "other")
 runs, episodes = {}, {}
 eval_root = os.path.join(study, "eval")
 if not os.path.isdir(eval_root):
@@ -47,14 +50,17 @@ for run in found:
         if not os.path.exists(path):
             continue
         for task, v in load(path)["tasks"].items():
-            tasks[task] = {k: v.get(k) for k in ("score", "n", "ci_low", "ci_high", "group", "set", "set_size")}
+            name = task if part in DEFAULT_PARTS else f"{task}_{part}"
+            tasks[name] = {k: v.get(k) for k in ("score", "n", "ci_low", "ci_high", "group", "set", "set_size")}
             file = os.path.join(eval_root, run, part, "episodes", f"{task}.jsonl")
             if os.path.exists(file):
-                episodes[(run, task)] = {r["task_id"]: r for _, r in read_jsonl(file)}
+                episodes[(run, name)] = {r["task_id"]: r for _, r in read_jsonl(file)}
     if tasks:
         runs[run] = {"tasks": tasks}
-if "base" not in runs:
-    raise SystemExit(f"{eval_root}/base has no results: run experiments/reproduce.sh first")
+if not runs:
+    raise SystemExit(f"{eval_root} holds no results: run experiments/reproduce.sh first")
+if "base" not in runs:   # EVAL_BASE=0: the claims against the base are left out
+    print(f"note: {eval_root}/base has no results; the claims against the base are left out")
 
 # held-out losses (experiments/heldout_loss.py --out=<study>/loss/<run>.json): the same conversations
 # for every run, each one's loss sum and tokens kept, so runs compare pairwise
@@ -141,7 +147,7 @@ def fmt(v):
     return f"{v['score']:.1f} [{v['ci_low']:.1f}, {v['ci_high']:.1f}] n={v['n']}"
 
 
-tasks = [t for t in runs["base"]["tasks"]]
+tasks = []
 for r in runs.values():
     tasks += [t for t in r["tasks"] if t not in tasks]
 lines = ["# Reproduction study: does agent tuning work at our scale?", "",
@@ -197,20 +203,20 @@ for (run, task), eps in episodes.items():
         lines.append(f"| {run} | {task} | {sum(bool(s.get('valid_format')) for s in steps) / len(steps):.0%} | "
                      f"{sum(bool(s.get('valid_action')) for s in steps) / len(steps):.0%} | "
                      f"{len(steps) / len(eps):.1f} | " + ", ".join(f"{k} {v}" for k, v in sorted(finishes.items())) + " |")
-# ALFWorld by task type (the game's name starts with it): which skills the tuning taught
-kinds = {}
-for (run, task), eps in episodes.items():
-    if task == "alfworld":
-        for r in eps.values():
-            kind = r["task_id"].split("/")[-2].split("-")[0] if r["task_id"].count("/") >= 2 else "?"
-            won, n = kinds.setdefault(kind, {}).get(run, (0, 0))
-            kinds[kind][run] = (won + bool(r["success"]), n + 1)
+# ALFWorld by task type (the game's name starts with it): which skills the tuning taught; a column per
+# run and ALFWorld set (std, and valid_seen where measured)
+kinds, alf_columns = {}, [key for key in episodes if key[1].startswith("alfworld")]
+for key in alf_columns:
+    for r in episodes[key].values():
+        kind = r["task_id"].split("/")[-2].split("-")[0] if r["task_id"].count("/") >= 2 else "?"
+        won, n = kinds.setdefault(kind, {}).get(key, (0, 0))
+        kinds[kind][key] = (won + bool(r["success"]), n + 1)
 if kinds:
-    alf_runs = [run for run in runs if (run, "alfworld") in episodes]
+    names = [run if task == "alfworld" else f"{run} ({task})" for run, task in alf_columns]
     lines += ["", "ALFWorld successes by task type (wins/games):", "",
-              "| task type | " + " | ".join(alf_runs) + " |", "|---|" + "---:|" * len(alf_runs)]
+              "| task type | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for kind in sorted(kinds):
-        lines.append(f"| {kind} | " + " | ".join("{}/{}".format(*kinds[kind].get(run, (0, 0))) for run in alf_runs) + " |")
+        lines.append(f"| {kind} | " + " | ".join("{}/{}".format(*kinds[kind].get(key, (0, 0))) for key in alf_columns) + " |")
 if train_info:
     # the paper trained Llama-2 for 2,000 steps of 64 x 4,096-token rows
     paper_tokens = 2000 * 64 * 4096
@@ -239,7 +245,7 @@ if losses and "base" in losses:
         lines.append(f"| {run} | " + " | ".join(cells) + " |")
 
 claims = []
-if TUNED in runs:
+if TUNED in runs and "base" in runs:
     rows = []
     for task in tasks:
         base, tuned = runs["base"]["tasks"].get(task), runs[TUNED]["tasks"].get(task)
@@ -250,7 +256,7 @@ if TUNED in runs:
                     f"{paired('base', TUNED, task, 'base', 'tuned')}")
     claims.append("1. Agent tuning (eta = 0.2) makes the model succeed where the base fails (held-in), "
                   "helps on held-out tasks, and keeps general abilities:\n" + "\n".join(rows))
-others = [r for r in runs if r.startswith("eta") and r not in (TUNED, "eta0.0")]   # eta0.5, eta1.0, eta1.0_db ...
+others = [r for r in runs if r.startswith("eta") and r not in (TUNED, "eta0.0") and "base" in runs]   # eta0.5, eta1.0, ...
 if others:
     rows = []
     for run in others:

@@ -63,12 +63,12 @@ def test_heldout_loss_is_the_mean_over_trained_tokens(tmp_path, tiny_model_dir):
     assert len(per_conversation) == 3 and sum(c for _, c in per_conversation.values()) == tokens
 
 
-def write_eval(study, run, task, group, successes, n=40):
+def write_eval(study, run, task, group, successes, n=40, part="heldin", ids="t{i}"):
     """A 05_eval.py output of one task: results.json and its episodes (the first `successes` win)."""
     from agentune import scoring
-    part = study / "eval" / run / "heldin"
+    part = study / "eval" / run / part
     (part / "episodes").mkdir(parents=True, exist_ok=True)
-    records = [{"task_id": f"t{i}", "env": task, "reward": float(i < successes), "success": i < successes,
+    records = [{"task_id": ids.format(i=i), "env": task, "reward": float(i < successes), "success": i < successes,
                 "finish": "answered"} for i in range(n)]
     write_jsonl(part / "episodes" / f"{task}.jsonl", records)
     results = json.loads((part / "results.json").read_text()) if (part / "results.json").exists() else {"tasks": {}}
@@ -111,3 +111,24 @@ def test_results_verdicts_follow_the_intervals(tmp_path):
     assert abs(results["eta0.2"]["heldout_loss"]["agent"]["loss"] - 1.595) < 1e-9
     assert "higher at eta0.0 than at eta0.2, intervals apart" in next(
         line for line in claims.splitlines() if "loss on agent" in line)
+
+
+def test_results_name_another_split_and_need_no_base(tmp_path):
+    # explorer vs replay (issue 11) on ALFWorld std and valid_seen, no base run (EVAL_BASE=0)
+    study = tmp_path / "study"
+    games = "valid_seen/pick_and_place_simple-Apple-None-Fridge-1/trial_{i}"
+    for run_name, (std, seen) in {"eta1.0": (20, 30), "replay_eta1.0": (10, 8)}.items():
+        write_eval(study, run_name, "alfworld", "held_in", std, ids=games)
+        write_eval(study, run_name, "alfworld", "held_in", seen, part="seen", ids=games)
+    out_md, out_json = tmp_path / "RESULTS.md", tmp_path / "results.json"
+    proc = run("write_results.py", f"--study={study}", f"--out_md={out_md}", f"--out_json={out_json}", "--command=test")
+    assert "base has no results" in proc.stdout
+    results = json.loads(out_json.read_text())["runs"]
+    assert results["eta1.0"]["tasks"]["alfworld_seen"]["score"] == 75.0
+    assert results["replay_eta1.0"]["tasks"]["alfworld"]["score"] == 25.0
+    text = out_md.read_text()
+    claims = text.split("## The paper's claims on these numbers")[1]
+    seen_line = next(line for line in claims.splitlines() if "- alfworld_seen" in line)
+    assert "**reproduced**" in seen_line and "explorer alone 22, replay alone 0" in seen_line
+    assert "| pick_and_place_simple | 20/40 | 30/40 | 10/40 | 8/40 |" in text
+    assert "eta1.0 (alfworld_seen)" in text
