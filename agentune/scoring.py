@@ -128,6 +128,22 @@ def score_interval(records, z=1.96):
     return round(scale * low, 2), round(scale * high, 2)
 
 
+def ratio_interval(sums, counts, baseline=None, resamples=2000, seed=1234):
+    """95% percentile-bootstrap interval of sum(sums) / sum(counts) (a per-token mean over items,
+    e.g. conversations: item i contributes sums[i] over counts[i] tokens), items resampled whole.
+    With baseline=(sums, counts) of the same items in the same order: the interval of the
+    difference ratio - baseline ratio, both resampled together (paired)."""
+    import numpy as np
+    rows = [np.asarray(sums, dtype=float), np.asarray(counts, dtype=float)]
+    if baseline is not None:
+        rows += [np.asarray(baseline[0], dtype=float), np.asarray(baseline[1], dtype=float)]
+    picks = np.random.default_rng(seed).integers(0, len(rows[0]), size=(resamples, len(rows[0])))
+    values = rows[0][picks].sum(axis=1) / rows[1][picks].sum(axis=1)
+    if baseline is not None:
+        values -= rows[2][picks].sum(axis=1) / rows[3][picks].sum(axis=1)
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
 # ---------------------------------------------------------------------------------------------
 # Error analysis
 

@@ -29,7 +29,6 @@ seed = 1234
 from agentune.config import configure  # noqa: E402
 config = configure(globals())
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -38,6 +37,7 @@ from agentune.chat import encode  # noqa: E402
 from agentune.model import load_model, load_tokenizer, native_bf16  # noqa: E402
 from agentune.packing import collate  # noqa: E402
 from agentune.records import read_records, to_messages  # noqa: E402
+from agentune.scoring import ratio_interval  # noqa: E402
 
 if not data or any("=" not in part for part in data.split(",")):
     raise SystemExit(f"--data={data!r}: give name=file pairs, e.g. --data=agent=a.jsonl,general=b.jsonl")
@@ -48,14 +48,6 @@ tokenizer = load_tokenizer(model)
 net = load_model(model, dtype=torch.bfloat16 if bf16 else torch.float32).eval()
 print(f"computing in {'bf16' if bf16 else 'fp32'}")
 torch.set_grad_enabled(False)
-
-
-def bootstrap_interval(sums, counts, resamples, rng):
-    """95% interval of sum(sums) / sum(counts), resampling whole conversations."""
-    sums, counts = np.asarray(sums, dtype=float), np.asarray(counts, dtype=float)
-    picks = rng.integers(0, len(sums), size=(resamples, len(sums)))
-    ratios = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
-    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
 
 
 results = {}
@@ -76,7 +68,7 @@ for name, path in (part.split("=", 1) for part in data.split(",")):
     if not per_conversation:
         raise SystemExit(f"{path}: no conversation fits seq_len={seq_len} ({too_long} too long)")
     sums, counts = zip(*per_conversation.values())
-    low, high = bootstrap_interval(sums, counts, bootstrap, np.random.default_rng(seed))
+    low, high = ratio_interval(sums, counts, resamples=bootstrap, seed=seed)
     results[name] = {"loss": round(sum(sums) / sum(counts), 4), "ci_low": round(low, 4), "ci_high": round(high, 4),
                      "tokens": sum(counts), "conversations": len(per_conversation), "too_long_skipped": too_long,
                      "per_conversation": per_conversation}

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import platform
-import random
 
 # -----------------------------------------------------------------------------
 study = "runs/study"
@@ -18,11 +17,15 @@ command = ""                          # the command that made the study, printed
 seconds = 0                           # how long it took
 out_md = "experiments/RESULTS.md"
 out_json = "experiments/results.json"
+out_outcomes = ""                     # also every episode's outcome, one JSON line each (run, task, task_id,
+                                      # success, reward, finish, replies): small enough to commit, so the
+                                      # paired tests can be redone when the study's files are gone
 # -----------------------------------------------------------------------------
 from agentune.config import configure  # noqa: E402
 configure(globals())
 
 from agentune.records import read_jsonl  # noqa: E402
+from agentune.scoring import ratio_interval  # noqa: E402
 
 RUN_ORDER = ["base", "eta0.0", "eta0.2", "eta0.5", "eta1.0", "eta1.0_db", "self_filtered", "self_unfiltered"]
 TUNED = "eta0.2"   # the paper's recipe
@@ -125,20 +128,18 @@ def fmt_loss(v):
     return f"{v['loss']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
 
 
-def loss_difference(run, name, resamples=2000, seed=1234):
+def loss_difference(run, name):
     """run's loss minus the base's on the conversations both scored, with a 95% paired bootstrap
     interval (conversations resampled together for both models); None without common ones."""
     a, b = losses["base"][name]["per_conversation"], losses[run][name]["per_conversation"]
     common = sorted(set(a) & set(b))
     if not common:
         return None
-    rng = random.Random(seed)
-
-    def diff(ids):
-        return (sum(b[i][0] for i in ids) / sum(b[i][1] for i in ids)
-                - sum(a[i][0] for i in ids) / sum(a[i][1] for i in ids))
-    samples = sorted(diff([rng.choice(common) for _ in common]) for _ in range(resamples))
-    return diff(common), samples[int(0.025 * resamples)], samples[int(0.975 * resamples) - 1], len(common)
+    low, high = ratio_interval([b[i][0] for i in common], [b[i][1] for i in common],
+                               baseline=([a[i][0] for i in common], [a[i][1] for i in common]))
+    diff = (sum(b[i][0] for i in common) / sum(b[i][1] for i in common)
+            - sum(a[i][0] for i in common) / sum(a[i][1] for i in common))
+    return diff, low, high, len(common)
 
 
 def fmt(v):
@@ -322,5 +323,12 @@ with open(out_json, "w") as f:
                                                    for name, v in losses[run].items()}} if run in losses else {})}
                         for run, r in runs.items()}}, f, indent=1)
     f.write("\n")
+if out_outcomes:
+    with open(out_outcomes, "w") as f:
+        for (run, task), eps in episodes.items():
+            for task_id, r in eps.items():
+                f.write(json.dumps({"run": run, "task": task, "task_id": task_id, "success": bool(r["success"]),
+                                    "reward": r.get("reward"), "finish": r.get("finish"),
+                                    "replies": len(r.get("steps", []))}) + "\n")
 print("\n".join(lines))
-print(f"-> {out_md}, {out_json}")
+print(f"-> {out_md}, {out_json}" + (f", {out_outcomes}" if out_outcomes else ""))

@@ -121,8 +121,12 @@ def test_results_name_another_split_and_need_no_base(tmp_path):
         write_eval(study, run_name, "alfworld", "held_in", std, ids=games)
         write_eval(study, run_name, "alfworld", "held_in", seen, part="seen", ids=games)
     out_md, out_json = tmp_path / "RESULTS.md", tmp_path / "results.json"
-    proc = run("write_results.py", f"--study={study}", f"--out_md={out_md}", f"--out_json={out_json}", "--command=test")
+    outcomes = tmp_path / "outcomes.jsonl"
+    proc = run("write_results.py", f"--study={study}", f"--out_md={out_md}", f"--out_json={out_json}", "--command=test",
+               f"--out_outcomes={outcomes}")
     assert "base has no results" in proc.stdout
+    lines = [json.loads(line) for line in outcomes.read_text().splitlines()]
+    assert len(lines) == 4 * 40 and sum(r["success"] for r in lines if r["task"] == "alfworld_seen") == 38
     results = json.loads(out_json.read_text())["runs"]
     assert results["eta1.0"]["tasks"]["alfworld_seen"]["score"] == 75.0
     assert results["replay_eta1.0"]["tasks"]["alfworld"]["score"] == 25.0

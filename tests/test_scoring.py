@@ -61,6 +61,18 @@ def crashed_episode():
     return record
 
 
+def test_ratio_interval():
+    # a per-token mean over items: item 3 weighs 10 tokens, so the ratio is not a mean of means
+    sums, counts = [1.0, 2.0, 30.0, 1.5], [1, 1, 10, 1]
+    low, high = scoring.ratio_interval(sums, counts)
+    assert low < sum(sums) / sum(counts) < high and 1.0 <= low and high <= 3.0
+    # paired: a constant per-token shift on every item is the difference with no spread at all
+    shifted = [s - 0.5 * c for s, c in zip(sums, counts)]
+    low, high = scoring.ratio_interval(shifted, counts, baseline=(sums, counts))
+    assert low == pytest.approx(-0.5) and high == pytest.approx(-0.5)
+    assert scoring.ratio_interval(sums, counts, seed=7) == scoring.ratio_interval(sums, counts, seed=7)
+
+
 def test_error_analysis_on_crafted_trajectories():
     cases = {
         "clean": (episode(["ls", "cat a", "answer 3"], success=True), set()),
