@@ -134,13 +134,11 @@ def ratio_interval(sums, counts, baseline=None, resamples=2000, seed=1234):
     With baseline=(sums, counts) of the same items in the same order: the interval of the
     difference ratio - baseline ratio, both resampled together (paired)."""
     import numpy as np
-    rows = [np.asarray(sums, dtype=float), np.asarray(counts, dtype=float)]
-    if baseline is not None:
-        rows += [np.asarray(baseline[0], dtype=float), np.asarray(baseline[1], dtype=float)]
-    picks = np.random.default_rng(seed).integers(0, len(rows[0]), size=(resamples, len(rows[0])))
-    values = rows[0][picks].sum(axis=1) / rows[1][picks].sum(axis=1)
-    if baseline is not None:
-        values -= rows[2][picks].sum(axis=1) / rows[3][picks].sum(axis=1)
+    picks = np.random.default_rng(seed).integers(0, len(sums), size=(resamples, len(sums)))
+
+    def ratios(s, c):   # the ratio of every resample
+        return np.asarray(s, dtype=float)[picks].sum(axis=1) / np.asarray(c, dtype=float)[picks].sum(axis=1)
+    values = ratios(sums, counts) - (ratios(*baseline) if baseline is not None else 0.0)
     return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
 
 

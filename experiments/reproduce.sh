@@ -126,6 +126,6 @@ done
 
 stage "report"
 command="STUDY=$S MODEL=$MODEL PRESET=$PRESET TEACHER=$TEACHER ALF_GAMES=$ALF_GAMES DB_TASKS=$DB_TASKS SEQ=$SEQ STEPS=$STEPS ROWS=$ROWS LR=$LR MIX_PER_ROW=$MIX_PER_ROW ETAS='$ETAS' HELDIN=$HELDIN HELDIN_LIMIT=$HELDIN_LIMIT OTHER=$OTHER EVAL_LIMIT=$EVAL_LIMIT SEEN_LIMIT=$SEEN_LIMIT EVAL_BASE=$EVAL_BASE SELF_GAMES=$SELF_GAMES SELF_ATTEMPTS=$SELF_ATTEMPTS REPLAY_ETA=$REPLAY_ETA JOBS=$JOBS bash experiments/reproduce.sh"
+RESULTS_JSON=${RESULTS_JSON:-experiments/results.json}
 $PY experiments/write_results.py --study=$S --command="$command" --seconds=$(( $(date +%s) - start )) \
-  --out_md=${RESULTS_MD:-experiments/RESULTS.md} --out_json=${RESULTS_JSON:-experiments/results.json} \
-  --out_outcomes=${RESULTS_OUTCOMES:-experiments/outcomes.jsonl}
+  --out_md=${RESULTS_MD:-experiments/RESULTS.md} --out_json=$RESULTS_JSON --out_outcomes=$(dirname $RESULTS_JSON)/outcomes.jsonl

@@ -257,7 +257,7 @@ if TUNED in runs and "base" in runs:
                     f"{paired('base', TUNED, task, 'base', 'tuned')}")
     claims.append("1. Agent tuning (eta = 0.2) makes the model succeed where the base fails (held-in), "
                   "helps on held-out tasks, and keeps general abilities:\n" + "\n".join(rows))
-others = [r for r in runs if r.startswith("eta") and r not in (TUNED, "eta0.0") and "base" in runs]   # eta0.5, eta1.0, ...
+others = [r for r in runs if r.startswith("eta") and r not in (TUNED, "eta0.0")] if "base" in runs else []  # eta0.5, ...
 if others:
     rows = []
     for run in others:
