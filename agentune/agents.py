@@ -236,6 +236,7 @@ class HFAgent(Agent):
     def __init__(self, model="", temperature=0.0, top_p=1.0, max_tokens=512, batch_size=16,
                  stop=(), dtype="auto", device="", prefix_cache=8):
         import torch
+        from agentune.attention import CACHED_GQA, register_cached_gqa
         from agentune.model import DEFAULT_MODEL, load_model, load_tokenizer
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype == "auto":
@@ -246,6 +247,9 @@ class HFAgent(Agent):
         self.dtype = getattr(torch, dtype)
         self.tokenizer = load_tokenizer(model)
         self.net = load_model(model, dtype=self.dtype, device=device).eval()
+        register_cached_gqa()  # grouped-query attention over the slot cache without copying it
+        self.attention = CACHED_GQA
+        self.net.set_attn_implementation(self.attention)
         self.model = model or DEFAULT_MODEL
         # max_tokens is read at every reply: 05_eval.py sets it per task (the env's reply limit)
         self.sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
@@ -257,13 +261,16 @@ class HFAgent(Agent):
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.stop_ids = sorted({*eos, self.tokenizer.eos_token_id} - {None})
         self.cache = SlotCache(self.net.config, self.dtype, device)
+        self.shared = ((), 0)  # the rows of the last decode step, and the prompt prefix they share
         self.prefixes = []    # Conversations of recent first prompts (least recently used first)
-        # tokens prefilled / taken from cache / generated, decode steps, most rows in one step,
-        # seconds spent generating
-        self.stats = dict.fromkeys(("prefilled", "reused", "generated", "steps", "max_rows", "busy_s"), 0)
+        # tokens prefilled / taken from cache / generated, decode steps (and those whose rows read a
+        # shared prompt prefix once), most rows in one step, seconds spent generating
+        self.stats = dict.fromkeys(("prefilled", "reused", "generated", "steps", "shared_steps", "max_rows",
+                                    "busy_s"), 0)
         self.episode = threading.local()
         # a fast tokenizer used from several threads can fail "Already borrowed"
         self.tokenizer_lock = threading.Lock()
+        self.forward_lock = threading.Lock()  # reply_plain's reference runs between decode steps
         self.requests = queue.Queue()
         self.thread = threading.Thread(target=self._serve, name="hf-generate", daemon=True)
         self.thread.start()
@@ -301,11 +308,16 @@ class HFAgent(Agent):
         conversation, alone and re-prefilled (the hf agent before issue 10), greedy."""
         import torch
         ids = self.encode(messages)
-        with torch.no_grad():
-            out = self.net.generate(torch.tensor([ids], device=self.device),
-                                    max_new_tokens=self.sampling["max_tokens"], do_sample=False,
-                                    temperature=None, top_p=None, top_k=None,
-                                    eos_token_id=self.stop_ids, pad_token_id=self.stop_ids[0])
+        # transformers' own attention, as before issue 10 (the generation thread waits meanwhile)
+        with self.forward_lock, torch.no_grad():
+            self.net.set_attn_implementation("sdpa")
+            try:
+                out = self.net.generate(torch.tensor([ids], device=self.device),
+                                        max_new_tokens=self.sampling["max_tokens"], do_sample=False,
+                                        temperature=None, top_p=None, top_k=None,
+                                        eos_token_id=self.stop_ids, pad_token_id=self.stop_ids[0])
+            finally:
+                self.net.set_attn_implementation(self.attention)
         row = out[0, len(ids):].tolist()
         stop = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
         usage = {"prompt_tokens": len(ids), "completion_tokens": min(stop + 1, len(row))}
@@ -354,12 +366,12 @@ class HFAgent(Agent):
                 rows = []
             self.stats["busy_s"] += time.perf_counter() - start
 
-    def _forward(self, ids, positions, mask):
+    def _forward(self, ids, positions, mask, **attention):
         import torch
-        with torch.no_grad():
+        with self.forward_lock, torch.no_grad():
             out = self.net(input_ids=torch.tensor(ids, device=self.device), position_ids=positions,
                            attention_mask=mask, past_key_values=self.cache, use_cache=True,
-                           logits_to_keep=1)
+                           logits_to_keep=1, **attention)
         return out.logits[:, -1].float()
 
     def _pick(self, logits):
@@ -410,12 +422,25 @@ class HFAgent(Agent):
         width = int(positions.max()) + 1
         mask = torch.arange(width, device=self.device)[None, :] <= positions[:, None]
         self.cache.rows, self.cache.pos, self.cache.width = slice(0, len(rows)), positions, width
-        logits = self._forward([[row.tokens[-1]] for row in rows], positions[:, None], mask[:, None, None])
+        shared = self._shared_prefix(rows)
+        logits = self._forward([[row.tokens[-1]] for row in rows], positions[:, None], mask[:, None, None],
+                               shared_prefix=shared)
         for row, token in zip(rows, self._pick(logits)):
             row.length += 1
             row.tokens.append(token)
         self.stats["steps"] += 1
+        self.stats["shared_steps"] += bool(shared)
         self.stats["max_rows"] = max(self.stats["max_rows"], len(rows))
+
+    def _shared_prefix(self, rows):
+        """How many leading tokens the prompts of all rows share: their keys/values are alike in
+        every slot (copied from one cached prefix, or computed from the same tokens at the same
+        positions), so the attention reads them once, from slot 0. Recomputed when the rows change."""
+        key = tuple(map(id, rows))
+        if key != self.shared[0]:
+            shared = min((common_prefix(rows[0].request.ids, row.request.ids) for row in rows[1:]), default=0)
+            self.shared = (key, shared if shared >= 64 else 0)  # short ones do not pay for the extra matmuls
+        return self.shared[1]
 
     def _text(self, tokens):
         with self.tokenizer_lock:

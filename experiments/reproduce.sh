@@ -35,6 +35,9 @@ SEEN_LIMIT=${SEEN_LIMIT:-0}           # > 0: also that many ALFWorld valid_seen 
                                       # collected from), evaluated as task alfworld_seen (part seen/)
 EVAL_BASE=${EVAL_BASE:-1}             # 0: the base model is not evaluated (a study that compares tuned runs only)
 SELF_GAMES=${SELF_GAMES:-100}; SELF_ATTEMPTS=${SELF_ATTEMPTS:-2}; SELF_TEMPERATURE=${SELF_TEMPERATURE:-0.7}
+SELF_FROM=${SELF_FROM:-eta0.2}        # the tuned run sampled as the teacher (one of ETAS')
+SELF_ETA=${SELF_ETA:-0.2}             # the eta of the filtered and unfiltered mixes
+SELF_HELDIN=${SELF_HELDIN:-$HELDIN}   # the held-in tasks the two are evaluated on
 REPLAY_ETA=${REPLAY_ETA:-}            # e.g. 1.0: also train on the replay expert's ALFWorld trajectories (same games,
                                       # same compute) and compare with the explorer's run at that eta (run replay_eta<E>)
 REPLAY_HELDIN=${REPLAY_HELDIN:-alfworld}
@@ -67,6 +70,11 @@ evaluate() {  # run model_dir [held-in tasks]
     --task_splits='{"alfworld": "valid_seen"}' --limit=$SEEN_LIMIT --workers=8 --out_dir=$S/eval/$1/seen
 }
 
+# eta 0 trains on general data only: a study of eta 0 alone (no replay, no self-teacher) collects nothing
+NEEDS_AGENT_DATA=0
+for eta in $ETAS; do [ "$eta" = 0 ] || [ "$eta" = 0.0 ] || NEEDS_AGENT_DATA=1; done
+[ -z "$REPLAY_ETA" ] && [ "$SELF_ATTEMPTS" -eq 0 ] || NEEDS_AGENT_DATA=1
+if [ $NEEDS_AGENT_DATA = 1 ]; then
 stage "collect: $TEACHER on $ALF_GAMES ALFWorld train games and $DB_TASKS DB tasks from the dev tables, OS and DB dev; filter"
 $PY 01_collect.py --env=alfworld --agent=$TEACHER --limit=$ALF_GAMES --out_dir=$S/raw --workers=2
 $PY 01_collect.py --env=os,db --agent=expert --out_dir=$S/raw --workers=4
@@ -82,10 +90,13 @@ if [ -n "$REPLAY_ETA" ]; then   # the same ALFWorld games replayed from their wa
   $PY 02_filter.py --inputs="$S/raw_replay/alfworld.jsonl,$S/raw/os.jsonl,$S/raw/db.jsonl$DERIVED" --out_dir=$S/filtered_replay \
     --seq_len=$SEQ --model="$MODEL"
 fi
+fi
 
 stage "(1)+(2) mixes at eta $ETAS and their training runs ($STEPS steps x $ROWS rows)"
-for eta in $ETAS; do
-  $PY 03_mix.py --agent_data=$S/filtered/agent.jsonl --eta=$eta --total=$(( STEPS * ROWS * MIX_PER_ROW )) \
+for eta in $ETAS; do   # eta 0: general data only, at the seq_len and tokenizer the agent data would have
+  if [ "$eta" = 0 ] || [ "$eta" = 0.0 ]; then agent="--agent_data=[] --seq_len=$SEQ --model=$MODEL"
+  else agent="--agent_data=$S/filtered/agent.jsonl"; fi
+  $PY 03_mix.py $agent --eta=$eta --total=$(( STEPS * ROWS * MIX_PER_ROW )) \
     --out_dir=$S/mix/eta$eta
 done
 if [ -n "$REPLAY_ETA" ]; then
@@ -96,36 +107,41 @@ for eta in $ETAS; do launch train eta$eta $S/mix/eta$eta; done
 [ -z "$REPLAY_ETA" ] || launch train replay_eta$REPLAY_ETA $S/mix/replay_eta$REPLAY_ETA
 finish
 
-stage "evaluate base and every eta (logs: $S/logs)"
-[ "$EVAL_BASE" -eq 0 ] || launch evaluate base "$MODEL"
-for eta in $ETAS; do launch evaluate eta$eta $S/train/eta$eta/final; done
-[ -z "$REPLAY_ETA" ] || launch evaluate replay_eta$REPLAY_ETA $S/train/replay_eta$REPLAY_ETA/final "$REPLAY_HELDIN"
+stage "(3) $SELF_FROM as a teacher: $SELF_ATTEMPTS attempts at T=$SELF_TEMPERATURE on $SELF_GAMES train games"
+sample() {  # attempt: one sampled pass of the tuned model over the games (01 resumes a cut-off pass)
+  $PY 01_collect.py --env=alfworld --agent=hf --model=$S/train/$SELF_FROM/final --temperature=$SELF_TEMPERATURE \
+    --max_tokens=128 --limit=$SELF_GAMES --out_dir=$S/raw_self/attempt$1 --workers=8
+}
+for i in $(seq 1 $SELF_ATTEMPTS); do launch sample $i; done   # (SELF_ATTEMPTS=0 skips the comparison)
 finish
-
-stage "(3) the tuned model as a teacher: $SELF_ATTEMPTS attempts at T=$SELF_TEMPERATURE on $SELF_GAMES train games"
-for i in $(seq 1 $SELF_ATTEMPTS); do   # (SELF_ATTEMPTS=0 skips the comparison)
-  $PY 01_collect.py --env=alfworld --agent=hf --model=$S/train/eta0.2/final --temperature=$SELF_TEMPERATURE \
-    --max_tokens=128 --limit=$SELF_GAMES --out_dir=$S/raw_self/attempt$i --workers=8
-done
+SELF_RUNS=
 if [ "$SELF_ATTEMPTS" -gt 0 ]; then
   $PY 02_filter.py --inputs="$S/raw_self/*/*.jsonl" --out_dir=$S/filtered_self --seq_len=$SEQ --per_task=0 --model="$MODEL"
   $PY 02_filter.py --inputs="$S/raw_self/*/*.jsonl" --out_dir=$S/unfiltered_self --seq_len=$SEQ --per_task=0 \
     --model="$MODEL" --min_reward=0.0 --keep_finish="['answered','max_turns','invalid_format','repetition','context_limit']" \
     --max_repeats=0
+  for kind in filtered unfiltered; do
+    if [ -s $S/${kind}_self/agent.jsonl ]; then
+      $PY 03_mix.py --agent_data=$S/${kind}_self/agent.jsonl --eta=$SELF_ETA --total=$(( STEPS * ROWS * MIX_PER_ROW )) \
+        --out_dir=$S/mix/self_$kind
+      SELF_RUNS="$SELF_RUNS self_$kind"
+    else
+      echo "self_$kind: no trajectory kept; the comparison is not run"
+    fi
+  done
 fi
-for kind in filtered unfiltered; do
-  if [ "$SELF_ATTEMPTS" -gt 0 ] && [ -s $S/${kind}_self/agent.jsonl ]; then
-    $PY 03_mix.py --agent_data=$S/${kind}_self/agent.jsonl --eta=0.2 --total=$(( STEPS * ROWS * MIX_PER_ROW )) \
-      --out_dir=$S/mix/self_$kind
-    train self_$kind $S/mix/self_$kind
-    evaluate self_$kind $S/train/self_$kind/final
-  else
-    echo "self_$kind: no trajectory kept; the comparison is not run"
-  fi
-done
+for run in $SELF_RUNS; do launch train $run $S/mix/$run; done
+finish
+
+stage "evaluate base, every eta and the self-teacher runs (logs: $S/logs)"
+[ "$EVAL_BASE" -eq 0 ] || launch evaluate base "$MODEL"
+for eta in $ETAS; do launch evaluate eta$eta $S/train/eta$eta/final; done
+[ -z "$REPLAY_ETA" ] || launch evaluate replay_eta$REPLAY_ETA $S/train/replay_eta$REPLAY_ETA/final "$REPLAY_HELDIN"
+for run in $SELF_RUNS; do launch evaluate $run $S/train/$run/final "$SELF_HELDIN"; done
+finish
 
 stage "report"
-command="STUDY=$S MODEL=$MODEL PRESET=$PRESET TEACHER=$TEACHER ALF_GAMES=$ALF_GAMES DB_TASKS=$DB_TASKS SEQ=$SEQ STEPS=$STEPS ROWS=$ROWS LR=$LR MIX_PER_ROW=$MIX_PER_ROW ETAS='$ETAS' HELDIN=$HELDIN HELDIN_LIMIT=$HELDIN_LIMIT OTHER=$OTHER EVAL_LIMIT=$EVAL_LIMIT SEEN_LIMIT=$SEEN_LIMIT EVAL_BASE=$EVAL_BASE SELF_GAMES=$SELF_GAMES SELF_ATTEMPTS=$SELF_ATTEMPTS REPLAY_ETA=$REPLAY_ETA JOBS=$JOBS bash experiments/reproduce.sh"
+command="STUDY=$S MODEL=$MODEL PRESET=$PRESET TEACHER=$TEACHER ALF_GAMES=$ALF_GAMES DB_TASKS=$DB_TASKS SEQ=$SEQ STEPS=$STEPS ROWS=$ROWS LR=$LR MIX_PER_ROW=$MIX_PER_ROW ETAS='$ETAS' HELDIN=$HELDIN HELDIN_LIMIT=$HELDIN_LIMIT OTHER=$OTHER EVAL_LIMIT=$EVAL_LIMIT SEEN_LIMIT=$SEEN_LIMIT EVAL_BASE=$EVAL_BASE SELF_GAMES=$SELF_GAMES SELF_ATTEMPTS=$SELF_ATTEMPTS SELF_FROM=$SELF_FROM SELF_ETA=$SELF_ETA SELF_HELDIN=$SELF_HELDIN REPLAY_ETA=$REPLAY_ETA JOBS=$JOBS bash experiments/reproduce.sh"
 RESULTS_JSON=${RESULTS_JSON:-experiments/results.json}
 $PY experiments/write_results.py --study=$S --command="$command" --seconds=$(( $(date +%s) - start )) \
   --out_md=${RESULTS_MD:-experiments/RESULTS.md} --out_json=$RESULTS_JSON --out_outcomes=$(dirname $RESULTS_JSON)/outcomes.jsonl

@@ -145,6 +145,34 @@ def test_hf_agent_batches_concurrent_episodes(tmp_path, hf_agent):
         assert hf_agent.reply_plain(prompt).content == reply["content"]
 
 
+@pytest.mark.parametrize("new,shared", [(1, 0), (1, 12), (5, 0)])
+def test_cached_gqa_equals_transformers_sdpa(new, shared):
+    """The hf agent's attention (grouped queries over strided cache views; a decode step, one whose
+    rows share a prefix read once, and a prefill) equals transformers' sdpa path on rows of
+    different lengths, in fp32."""
+    import torch
+    from transformers import AttentionInterface
+    from agentune.attention import CACHED_GQA, register_cached_gqa
+    register_cached_gqa()
+    torch.manual_seed(0)
+    rows, heads, kv_heads, dim, width = 3, 6, 2, 16, 40
+    cache = torch.randn(2, rows, kv_heads, 64, dim)  # capacity 64: the views are strided, as in SlotCache
+    cache[:, 1:, :, :shared] = cache[:, :1, :, :shared]  # the rows' shared prompt prefix
+    key, value = cache[0, :, :, :width], cache[1, :, :, :width]
+    query = torch.randn(rows, heads, new, dim)
+    lengths = torch.tensor([width, 17, 29])  # each row's last position + 1
+    positions = lengths[:, None] - new + torch.arange(new)[None, :]
+    mask = (torch.arange(width)[None, None, :] <= positions[:, :, None])[:, None]  # (rows, 1, new, width)
+
+    class Layer(torch.nn.Module):
+        num_key_value_groups, is_causal, training = heads // kv_heads, True, False
+    ours, _ = AttentionInterface()[CACHED_GQA](Layer(), query, key, value, mask, scaling=0.25,
+                                               shared_prefix=shared)
+    theirs, _ = AttentionInterface()["sdpa"](Layer(), query, key, value, mask, scaling=0.25)
+    assert ours.shape == theirs.shape == (rows, new, heads, dim)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
 def test_hf_agent_context_limit(hf_agent):
     words = " ".join(["word"] * hf_agent.max_positions)
     with pytest.raises(ContextLimit, match="exceeds the model's"):
@@ -176,10 +204,11 @@ def test_hf_agent_multi_turn_cache_gives_plain_greedy_replies(tiny_agent):
     threads = [threading.Thread(target=episode, args=(k,)) for k in range(3)]
     [t.start() for t in threads]
     [t.join() for t in threads]
-    stats = {key: tiny_agent.stats[key] - before[key] for key in ("prefilled", "reused")}
+    stats = {key: tiny_agent.stats[key] - before[key] for key in ("prefilled", "reused", "shared_steps")}
     prompt_tokens = sum(reply.usage["prompt_tokens"] for _, reply in seen.values())
     assert stats["prefilled"] + stats["reused"] == prompt_tokens
     assert stats["reused"] > 0.6 * prompt_tokens  # later turns and first turns after the first episode's
+    assert stats["shared_steps"] > 0  # decode steps that read the shared instruction + example once
     for messages, reply in seen.values():
         assert reply.usage["completion_tokens"] <= 12
         assert reply.content == tiny_agent.reply_plain(messages).content
