@@ -112,12 +112,15 @@ sample() {  # attempt: one sampled pass of the tuned model over the games (01 re
   $PY 01_collect.py --env=alfworld --agent=hf --model=$S/train/$SELF_FROM/final --temperature=$SELF_TEMPERATURE \
     --max_tokens=128 --limit=$SELF_GAMES --out_dir=$S/raw_self/attempt$1 --workers=8
 }
-for i in $(seq 1 $SELF_ATTEMPTS); do launch sample $i; done   # (SELF_ATTEMPTS=0 skips the comparison)
+SELF_SAMPLES=${SELF_SAMPLES:-}         # a folder already holding the teacher's samples (attempt*/alfworld.jsonl, e.g. a
+                                      # committed one): no sampling, no teacher needed
+[ -n "$SELF_SAMPLES" ] || for i in $(seq 1 $SELF_ATTEMPTS); do launch sample $i; done   # (SELF_ATTEMPTS=0: none)
 finish
+SAMPLES=${SELF_SAMPLES:-$S/raw_self}
 SELF_RUNS=
 if [ "$SELF_ATTEMPTS" -gt 0 ]; then
-  $PY 02_filter.py --inputs="$S/raw_self/*/*.jsonl" --out_dir=$S/filtered_self --seq_len=$SEQ --per_task=0 --model="$MODEL"
-  $PY 02_filter.py --inputs="$S/raw_self/*/*.jsonl" --out_dir=$S/unfiltered_self --seq_len=$SEQ --per_task=0 \
+  $PY 02_filter.py --inputs="$SAMPLES/*/*.jsonl" --out_dir=$S/filtered_self --seq_len=$SEQ --per_task=0 --model="$MODEL"
+  $PY 02_filter.py --inputs="$SAMPLES/*/*.jsonl" --out_dir=$S/unfiltered_self --seq_len=$SEQ --per_task=0 \
     --model="$MODEL" --min_reward=0.0 --keep_finish="['answered','max_turns','invalid_format','repetition','context_limit']" \
     --max_repeats=0
   for kind in filtered unfiltered; do
@@ -139,6 +142,26 @@ for eta in $ETAS; do launch evaluate eta$eta $S/train/eta$eta/final; done
 [ -z "$REPLAY_ETA" ] || launch evaluate replay_eta$REPLAY_ETA $S/train/replay_eta$REPLAY_ETA/final "$REPLAY_HELDIN"
 for run in $SELF_RUNS; do launch evaluate $run $S/train/$run/final "$SELF_HELDIN"; done
 finish
+
+stage "held-out losses of the base and every trained run, on conversations none of them trained on"
+# the explorer's trajectories on LOSS_LIMIT ALFWorld valid_seen games (runs train on train games) and the
+# reference answers of LOSS_LIMIT GSM8K and HumanEval test problems; only the text the agent/answerer wrote
+LOSS_LIMIT=${LOSS_LIMIT:-40}           # conversations per file (0: no losses)
+if [ "$LOSS_LIMIT" -gt 0 ]; then
+  [ -e $S/heldout/alfworld_valid_seen/alfworld.jsonl ] || $PY 01_collect.py --env=alfworld --agent=explorer \
+    --splits="{'alfworld': 'valid_seen'}" --limit=$LOSS_LIMIT --out_dir=$S/heldout/alfworld_valid_seen --workers=2
+  [ -e $S/heldout/general/results.json ] || $PY 05_eval.py --agent=expert --tasks=gsm8k,humaneval --limit=$LOSS_LIMIT \
+    --out_dir=$S/heldout/general --workers=2
+  loss() {  # run model_dir
+    [ -e $S/loss/$1.json ] || $PY experiments/heldout_loss.py --model="$2" --limit=$LOSS_LIMIT --out=$S/loss/$1.json \
+      --data=alfworld_valid_seen=$S/heldout/alfworld_valid_seen/alfworld.jsonl,gsm8k_reference=$S/heldout/general/episodes/gsm8k.jsonl,humaneval_reference=$S/heldout/general/episodes/humaneval.jsonl
+  }
+  launch loss base "$MODEL"
+  for run in $(ls $S/train); do
+    if [ -e $S/train/$run/final/config.json ]; then launch loss $run $S/train/$run/final; fi
+  done
+  finish
+fi
 
 stage "report"
 command="STUDY=$S MODEL=$MODEL PRESET=$PRESET TEACHER=$TEACHER ALF_GAMES=$ALF_GAMES DB_TASKS=$DB_TASKS SEQ=$SEQ STEPS=$STEPS ROWS=$ROWS LR=$LR MIX_PER_ROW=$MIX_PER_ROW ETAS='$ETAS' HELDIN=$HELDIN HELDIN_LIMIT=$HELDIN_LIMIT OTHER=$OTHER EVAL_LIMIT=$EVAL_LIMIT SEEN_LIMIT=$SEEN_LIMIT EVAL_BASE=$EVAL_BASE SELF_GAMES=$SELF_GAMES SELF_ATTEMPTS=$SELF_ATTEMPTS SELF_FROM=$SELF_FROM SELF_ETA=$SELF_ETA SELF_HELDIN=$SELF_HELDIN REPLAY_ETA=$REPLAY_ETA JOBS=$JOBS bash experiments/reproduce.sh"

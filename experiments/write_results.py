@@ -68,10 +68,9 @@ if "base" not in runs:   # EVAL_BASE=0: the claims against the base are left out
 # held-out losses (experiments/heldout_loss.py --out=<study>/loss/<run>.json): the same conversations
 # for every run, each one's loss sum and tokens kept, so runs compare pairwise
 losses, loss_root = {}, os.path.join(study, "loss")
-for run in found:
-    path = os.path.join(loss_root, f"{run}.json")
-    if os.path.exists(path):
-        losses[run] = load(path)["loss"]
+scored = [f[:-len(".json")] for f in os.listdir(loss_root) if f.endswith(".json")] if os.path.isdir(loss_root) else []
+for run in sorted(scored, key=lambda r: (RUN_ORDER.index(r) if r in RUN_ORDER else 99, r)):  # evaluated or not
+    losses[run] = load(os.path.join(loss_root, f"{run}.json"))["loss"]
 loss_files = []
 for r in losses.values():
     loss_files += [name for name in r if name not in loss_files]

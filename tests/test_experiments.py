@@ -78,6 +78,16 @@ def write_eval(study, run, task, group, successes, n=40, part="heldin", ids="t{i
     (part / "results.json").write_text(json.dumps(results))
 
 
+def write_loss(study, run, shift):
+    """An experiments/heldout_loss.py output: 20 conversations of 10 tokens, the base's loss + shift."""
+    (study / "loss").mkdir(parents=True, exist_ok=True)
+    per = {f"c{i}": [(2.0 + 0.1 * (i % 3) + shift) * 10, 10] for i in range(20)}
+    sums = sum(v[0] for v in per.values())
+    (study / "loss" / f"{run}.json").write_text(json.dumps({"loss": {"agent": {
+        "loss": sums / 200, "ci_low": sums / 200 - 0.05, "ci_high": sums / 200 + 0.05,
+        "conversations": 20, "per_conversation": per}}}))
+
+
 def test_results_verdicts_follow_the_intervals(tmp_path):
     study = tmp_path / "study"
     # alfworld: 0/40 -> 20/40 (intervals apart); db: 2/40 -> 5/40 (overlap); gsm8k: 10/40 -> 9/40
@@ -86,13 +96,8 @@ def test_results_verdicts_follow_the_intervals(tmp_path):
         write_eval(study, run_name, "db", "held_in", db)
         write_eval(study, run_name, "gsm8k", "general", gsm)
     # held-out losses on the same 20 conversations: eta0.2 lower on agent by 0.5 nats everywhere
-    (study / "loss").mkdir()
     for run_name, shift in {"base": 0.0, "eta0.2": -0.5, "eta0.0": 0.3}.items():
-        per = {f"c{i}": [(2.0 + 0.1 * (i % 3) + shift) * 10, 10] for i in range(20)}
-        sums = sum(v[0] for v in per.values())
-        (study / "loss" / f"{run_name}.json").write_text(json.dumps({"loss": {"agent": {
-            "loss": sums / 200, "ci_low": sums / 200 - 0.05, "ci_high": sums / 200 + 0.05,
-            "conversations": 20, "per_conversation": per}}}))
+        write_loss(study, run_name, shift)
     out_md, out_json = tmp_path / "RESULTS.md", tmp_path / "results.json"
     run("write_results.py", f"--study={study}", f"--out_md={out_md}", f"--out_json={out_json}", "--command=test")
     results = json.loads(out_json.read_text())["runs"]
@@ -120,6 +125,8 @@ def test_results_name_another_split_and_need_no_base(tmp_path):
     for run_name, (std, seen) in {"eta1.0": (20, 30), "replay_eta1.0": (10, 8)}.items():
         write_eval(study, run_name, "alfworld", "held_in", std, ids=games)
         write_eval(study, run_name, "alfworld", "held_in", seen, part="seen", ids=games)
+    write_loss(study, "base", 0.0)  # the base's loss is measured though it is not evaluated
+    write_loss(study, "eta1.0", -0.25)
     out_md, out_json = tmp_path / "RESULTS.md", tmp_path / "results.json"
     outcomes = tmp_path / "outcomes.jsonl"
     proc = run("write_results.py", f"--study={study}", f"--out_md={out_md}", f"--out_json={out_json}", "--command=test",
@@ -136,3 +143,5 @@ def test_results_name_another_split_and_need_no_base(tmp_path):
     assert "**reproduced**" in seen_line and "explorer alone 22, replay alone 0" in seen_line
     assert "| pick_and_place_simple | 20/40 | 30/40 | 10/40 | 8/40 |" in text
     assert "eta1.0 (alfworld_seen)" in text
+    losses_table = text.split("## Held-out losses")[1].split("##")[0]
+    assert "Δ -0.250 [-0.250, -0.250]" in next(line for line in losses_table.splitlines() if line.startswith("| eta1.0"))
