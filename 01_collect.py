@@ -36,7 +36,8 @@ base_url = ""                # openai: the endpoint ('' = $OPENAI_BASE_URL, else
 temperature = 0.0            # sampling: greedy, the teacher's best reply
 top_p = 1.0                  # nucleus sampling (1.0 = off)
 max_tokens = 512             # per reply
-seed = 0                     # explorer: its search order (another seed, other trajectories: use another out_dir)
+seed = 0                     # explorer: its search order; hf: its sampling at temperature > 0 (another seed, other
+                             # trajectories: use another out_dir)
 hf_dtype = "auto"            # hf: auto (bf16 where the CPU/GPU computes it fast) | float32 (= plain fp32 greedy) | bfloat16
 workers = 8                  # concurrent episodes per environment
 max_turns = 0                # agent replies per episode; 0 = each env's own limit (AgentBench's)
@@ -78,7 +79,8 @@ for name in env:
     task_lists[name] = shard_tasks(sample_tasks(task_list, limit), shard)
 player = make_agent(agent, model=model, base_url=base_url,   # an unknown agent fails here; hf loads its checkpoint
                     temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                    **({"seed": seed} if agent == "explorer" else {}), **({"dtype": hf_dtype} if agent == "hf" else {}))
+                    **({"seed": seed} if agent in ("explorer", "hf") else {}),
+                    **({"dtype": hf_dtype} if agent == "hf" else {}))
 save_config(config, os.path.join(out_dir, f"config{suffix}.json"))  # the first write: makes out_dir
 
 # -----------------------------------------------------------------------------

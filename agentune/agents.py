@@ -234,7 +234,7 @@ class HFAgent(Agent):
     kind = "hf"
 
     def __init__(self, model="", temperature=0.0, top_p=1.0, max_tokens=512, batch_size=16,
-                 stop=(), dtype="auto", device="", prefix_cache=8):
+                 stop=(), dtype="auto", device="", prefix_cache=8, seed=0):
         import torch
         from agentune.attention import CACHED_GQA, register_cached_gqa
         from agentune.model import DEFAULT_MODEL, load_model, load_tokenizer
@@ -253,6 +253,9 @@ class HFAgent(Agent):
         self.model = model or DEFAULT_MODEL
         # max_tokens is read at every reply: 05_eval.py sets it per task (the env's reply limit)
         self.sampling = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
+        # its own random stream: torch's default one starts from the same seed in every process, so two
+        # sampled passes (attempts) over the same tasks would draw the same replies
+        self.generator = torch.Generator(device=device).manual_seed(seed)
         self.stop = [s for s in ([stop] if isinstance(stop, str) else stop) if s]
         self.batch_size, self.device, self.prefix_cache = batch_size, device, prefix_cache
         self.max_positions = getattr(self.net.config, "max_position_embeddings", None)
@@ -383,7 +386,7 @@ class HFAgent(Agent):
         probs = torch.softmax(logits / temperature, dim=-1)
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         sorted_probs[sorted_probs.cumsum(-1) - sorted_probs > top_p] = 0  # keep the top-p nucleus
-        picked = torch.multinomial(sorted_probs, 1)
+        picked = torch.multinomial(sorted_probs, 1, generator=self.generator)
         return order.gather(-1, picked)[:, 0].tolist()
 
     def _prefill(self, request, slot):

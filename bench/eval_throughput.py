@@ -26,6 +26,7 @@ workers = 8            # concurrent episodes (05_eval.py's default)
 dtype = "auto"         # the new agent's (auto: bf16 where the CPU has bf16 units, else fp32)
 naive_turns = 12       # turns replayed with naive generation
 threads = 0            # torch threads (0 = torch's default)
+episodes = ""          # keep the new agent's episodes in this JSONL ('' = a temporary file)
 # -----------------------------------------------------------------------------
 from agentune.config import configure  # noqa: E402
 config = configure(globals())
@@ -46,17 +47,21 @@ agent = make_agent("hf", model=model, max_tokens=limit, dtype=dtype)
 result = {"split": split, "workers": workers, "max_tokens": limit, "threads": torch.get_num_threads(),
           "dtype": agent.describe()["dtype"]}
 with tempfile.TemporaryDirectory() as tmp:
+    path = episodes or os.path.join(tmp, "new.jsonl")
+    if os.path.exists(path):
+        raise SystemExit(f"--episodes={path} exists: the wall time needs every game played in this run")
     start = time.time()
-    summary = run_episodes("alfworld", tasks, agent, os.path.join(tmp, "new.jsonl"), workers=workers,
+    summary = run_episodes("alfworld", tasks, agent, path, workers=workers,
                            desc=f"alfworld {split} ({result['dtype']})")
     result["alfworld_std_wall_s"] = round(time.time() - start, 1)
-    records = [r for _, r in read_jsonl(os.path.join(tmp, "new.jsonl"))]
+    records = [r for _, r in read_jsonl(path)]
 agent.close()
 stats = agent.stats
 result.update(games=len(records), finish=summary["finish"], success_rate=summary["success_rate"],
               tokens_per_s=stats["generated"] / stats["busy_s"], generated_tokens=stats["generated"],
               prefilled_tokens=stats["prefilled"], reused_tokens=stats["reused"],
-              max_batch=stats["max_rows"], busy_s=stats["busy_s"])
+              max_batch=stats["max_rows"], busy_s=stats["busy_s"], decode_steps=stats["steps"],
+              shared_prefix_steps=stats["shared_steps"])
 
 # every (conversation so far, reply) the new agent produced; naive replays an even spread of them
 turns = [(r["messages"][:i], m["content"]) for r in records

@@ -38,6 +38,9 @@ SELF_GAMES=${SELF_GAMES:-100}; SELF_ATTEMPTS=${SELF_ATTEMPTS:-2}; SELF_TEMPERATU
 SELF_FROM=${SELF_FROM:-eta0.2}        # the tuned run sampled as the teacher (one of ETAS')
 SELF_ETA=${SELF_ETA:-0.2}             # the eta of the filtered and unfiltered mixes
 SELF_HELDIN=${SELF_HELDIN:-$HELDIN}   # the held-in tasks the two are evaluated on
+LOSS_LIMIT=${LOSS_LIMIT:-40}          # held-out losses: conversations per file (0: no losses)
+SELF_SAMPLES=${SELF_SAMPLES:-}        # a folder already holding the teacher's samples (attempt*/alfworld.jsonl, e.g. a
+                                      # committed one): no sampling, no teacher, no collection needed
 REPLAY_ETA=${REPLAY_ETA:-}            # e.g. 1.0: also train on the replay expert's ALFWorld trajectories (same games,
                                       # same compute) and compare with the explorer's run at that eta (run replay_eta<E>)
 REPLAY_HELDIN=${REPLAY_HELDIN:-alfworld}
@@ -73,7 +76,7 @@ evaluate() {  # run model_dir [held-in tasks]
 # eta 0 trains on general data only: a study of eta 0 alone (no replay, no self-teacher) collects nothing
 NEEDS_AGENT_DATA=0
 for eta in $ETAS; do [ "$eta" = 0 ] || [ "$eta" = 0.0 ] || NEEDS_AGENT_DATA=1; done
-[ -z "$REPLAY_ETA" ] && [ "$SELF_ATTEMPTS" -eq 0 ] || NEEDS_AGENT_DATA=1
+[ -z "$REPLAY_ETA" ] && { [ "$SELF_ATTEMPTS" -eq 0 ] || [ -n "${SELF_SAMPLES:-}" ]; } || NEEDS_AGENT_DATA=1
 if [ $NEEDS_AGENT_DATA = 1 ]; then
 stage "collect: $TEACHER on $ALF_GAMES ALFWorld train games and $DB_TASKS DB tasks from the dev tables, OS and DB dev; filter"
 $PY 01_collect.py --env=alfworld --agent=$TEACHER --limit=$ALF_GAMES --out_dir=$S/raw --workers=2
@@ -110,10 +113,8 @@ finish
 stage "(3) $SELF_FROM as a teacher: $SELF_ATTEMPTS attempts at T=$SELF_TEMPERATURE on $SELF_GAMES train games"
 sample() {  # attempt: one sampled pass of the tuned model over the games (01 resumes a cut-off pass)
   $PY 01_collect.py --env=alfworld --agent=hf --model=$S/train/$SELF_FROM/final --temperature=$SELF_TEMPERATURE \
-    --max_tokens=128 --limit=$SELF_GAMES --out_dir=$S/raw_self/attempt$1 --workers=8
+    --seed=$1 --max_tokens=128 --limit=$SELF_GAMES --out_dir=$S/raw_self/attempt$1 --workers=8
 }
-SELF_SAMPLES=${SELF_SAMPLES:-}         # a folder already holding the teacher's samples (attempt*/alfworld.jsonl, e.g. a
-                                      # committed one): no sampling, no teacher needed
 [ -n "$SELF_SAMPLES" ] || for i in $(seq 1 $SELF_ATTEMPTS); do launch sample $i; done   # (SELF_ATTEMPTS=0: none)
 finish
 SAMPLES=${SELF_SAMPLES:-$S/raw_self}
@@ -146,7 +147,6 @@ finish
 stage "held-out losses of the base and every trained run, on conversations none of them trained on"
 # the explorer's trajectories on LOSS_LIMIT ALFWorld valid_seen games (runs train on train games) and the
 # reference answers of LOSS_LIMIT GSM8K and HumanEval test problems; only the text the agent/answerer wrote
-LOSS_LIMIT=${LOSS_LIMIT:-40}           # conversations per file (0: no losses)
 if [ "$LOSS_LIMIT" -gt 0 ]; then
   [ -e $S/heldout/alfworld_valid_seen/alfworld.jsonl ] || $PY 01_collect.py --env=alfworld --agent=explorer \
     --splits="{'alfworld': 'valid_seen'}" --limit=$LOSS_LIMIT --out_dir=$S/heldout/alfworld_valid_seen --workers=2
@@ -164,7 +164,7 @@ if [ "$LOSS_LIMIT" -gt 0 ]; then
 fi
 
 stage "report"
-command="STUDY=$S MODEL=$MODEL PRESET=$PRESET TEACHER=$TEACHER ALF_GAMES=$ALF_GAMES DB_TASKS=$DB_TASKS SEQ=$SEQ STEPS=$STEPS ROWS=$ROWS LR=$LR MIX_PER_ROW=$MIX_PER_ROW ETAS='$ETAS' HELDIN=$HELDIN HELDIN_LIMIT=$HELDIN_LIMIT OTHER=$OTHER EVAL_LIMIT=$EVAL_LIMIT SEEN_LIMIT=$SEEN_LIMIT EVAL_BASE=$EVAL_BASE SELF_GAMES=$SELF_GAMES SELF_ATTEMPTS=$SELF_ATTEMPTS SELF_FROM=$SELF_FROM SELF_ETA=$SELF_ETA SELF_HELDIN=$SELF_HELDIN REPLAY_ETA=$REPLAY_ETA JOBS=$JOBS bash experiments/reproduce.sh"
+command="STUDY=$S MODEL=$MODEL PRESET=$PRESET TEACHER=$TEACHER ALF_GAMES=$ALF_GAMES DB_TASKS=$DB_TASKS SEQ=$SEQ STEPS=$STEPS ROWS=$ROWS LR=$LR MIX_PER_ROW=$MIX_PER_ROW ETAS='$ETAS' HELDIN=$HELDIN HELDIN_LIMIT=$HELDIN_LIMIT OTHER=$OTHER EVAL_LIMIT=$EVAL_LIMIT SEEN_LIMIT=$SEEN_LIMIT EVAL_BASE=$EVAL_BASE SELF_GAMES=$SELF_GAMES SELF_ATTEMPTS=$SELF_ATTEMPTS SELF_FROM=$SELF_FROM SELF_ETA=$SELF_ETA SELF_HELDIN=$SELF_HELDIN SELF_SAMPLES=$SELF_SAMPLES LOSS_LIMIT=$LOSS_LIMIT REPLAY_ETA=$REPLAY_ETA JOBS=$JOBS bash experiments/reproduce.sh"
 RESULTS_JSON=${RESULTS_JSON:-experiments/results.json}
 $PY experiments/write_results.py --study=$S --command="$command" --seconds=$(( $(date +%s) - start )) \
   --out_md=${RESULTS_MD:-experiments/RESULTS.md} --out_json=$RESULTS_JSON --out_outcomes=$(dirname $RESULTS_JSON)/outcomes.jsonl

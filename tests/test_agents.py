@@ -214,6 +214,20 @@ def test_hf_agent_multi_turn_cache_gives_plain_greedy_replies(tiny_agent):
         assert reply.content == tiny_agent.reply_plain(messages).content
 
 
+def test_hf_agent_sampling_follows_its_seed(one_thread, tiny_model_dir):
+    """Sampled replies depend on the agent's seed only: the same seed draws the same reply, another
+    seed other replies (two sampled attempts must not repeat each other)."""
+    def sample(seed):
+        agent = make_agent("hf", model=tiny_model_dir, max_tokens=12, dtype="float32", temperature=1.0, seed=seed)
+        try:
+            return [agent.reply(INSTRUCTION[:2] + [{"role": "user", "content": f"task {k}"}]).content for k in range(3)]
+        finally:
+            agent.close()
+    first = sample(1)
+    assert sample(1) == first
+    assert sample(2) != first
+
+
 def test_hf_agent_continuous_batching_frees_slots_at_once(tiny_agent):
     """A short reply started next to a long one returns at once, and a request queued after it
     joins the running batch (finishing long before the long reply)."""
