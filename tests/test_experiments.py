@@ -132,6 +132,20 @@ def test_results_name_another_split_and_need_no_base(tmp_path):
     proc = run("write_results.py", f"--study={study}", f"--out_md={out_md}", f"--out_json={out_json}", "--command=test",
                f"--out_outcomes={outcomes}")
     assert "base has no results" in proc.stdout
+    # an earlier study's results.json: its runs this one lacks are carried over, marked, without paired tests
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"study": "runs/old", "command": "old", "date": "2026-12-01", "runs": {
+        "base": {"tasks": {"alfworld": {"score": 0.0, "n": 40, "ci_low": 0.0, "ci_high": 8.8}}},
+        "eta1.0": {"tasks": {"alfworld": {"score": 99.0, "n": 40, "ci_low": 90.0, "ci_high": 100.0}}}}}))
+    merged_md, merged_json = tmp_path / "merged.md", tmp_path / "merged.json"
+    run("write_results.py", f"--study={study}", f"--out_md={merged_md}", f"--out_json={merged_json}",
+        "--command=test", f"--previous=['{earlier}']")
+    merged = json.loads(merged_json.read_text())["runs"]
+    assert "runs/old" in merged["base"]["carried_from"] and "carried_from" not in merged["eta1.0"]
+    assert merged["eta1.0"]["tasks"]["alfworld"]["score"] == 50.0  # this study's own run wins
+    merged_claims = merged_md.read_text().split("## The paper's claims on these numbers")[1]
+    line = next(line for line in merged_claims.splitlines() if "eta1.0, alfworld" in line)
+    assert "**reproduced**" in line and "McNemar" not in line  # by the intervals; no episodes of the base
     lines = [json.loads(line) for line in outcomes.read_text().splitlines()]
     assert len(lines) == 4 * 40 and sum(r["success"] for r in lines if r["task"] == "alfworld_seen") == 38
     results = json.loads(out_json.read_text())["runs"]
