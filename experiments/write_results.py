@@ -335,9 +335,10 @@ lines += ["", "## The paper's claims on these numbers", "",
           "A claim is reproduced only when the 95% intervals are apart in its direction; overlapping "
           "intervals are reported as within noise, whatever the point estimates say.", ""] + claims
 
+for path in (out_md, out_json):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 with open(out_md, "w") as f:
     f.write("\n".join(lines) + "\n")
-os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
 with open(out_json, "w") as f:
     json.dump({"study": study, "command": command, "date": str(datetime.date.today()), "seconds": seconds,
                "runs": {run: {"tasks": {t: {k: v[k] for k in ("score", "n", "ci_low", "ci_high")}
