@@ -264,7 +264,7 @@ class HFAgent(Agent):
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.stop_ids = sorted({*eos, self.tokenizer.eos_token_id} - {None})
         self.cache = SlotCache(self.net.config, self.dtype, device)
-        self.shared = ((), 0)  # the rows of the last decode step, and the prompt prefix they share
+        self.shared = None    # the prompt prefix the rows in flight share (None: to be computed)
         self.prefixes = []    # Conversations of recent first prompts (least recently used first)
         # tokens prefilled / taken from cache / generated, decode steps (and those whose rows read a
         # shared prompt prefix once), most rows in one step, seconds spent generating
@@ -411,6 +411,7 @@ class HFAgent(Agent):
         self.cache.rows, self.cache.pos, self.cache.width = slice(slot, slot + 1), reused, len(ids)
         logits = self._forward([ids[reused:]], positions[None], mask[None, None])
         self.stats["prefilled"] += len(ids) - reused
+        self.shared = None  # a row joins
         self.stats["reused"] += reused
         # an episode's first prompt that is mostly new: keep it for the episodes that share it
         if conversation.kv is None and self.prefix_cache and len(ids) - reused > len(ids) // 4:
@@ -438,12 +439,12 @@ class HFAgent(Agent):
     def _shared_prefix(self, rows):
         """How many leading tokens the prompts of all rows share: their keys/values are alike in
         every slot (copied from one cached prefix, or computed from the same tokens at the same
-        positions), so the attention reads them once, from slot 0. Recomputed when the rows change."""
-        key = tuple(map(id, rows))
-        if key != self.shared[0]:
+        positions), so the attention reads them once, from slot 0. Recomputed when the rows change
+        (_prefill and _finish forget it)."""
+        if self.shared is None:
             shared = min((common_prefix(rows[0].request.ids, row.request.ids) for row in rows[1:]), default=0)
-            self.shared = (key, shared if shared >= 64 else 0)  # short ones do not pay for the extra matmuls
-        return self.shared[1]
+            self.shared = shared if shared >= 64 else 0  # short ones do not pay for the extra matmuls
+        return self.shared
 
     def _text(self, tokens):
         with self.tokenizer_lock:
@@ -458,6 +459,7 @@ class HFAgent(Agent):
         """Answer row i, keep its cache with its episode and move the last row into its slot."""
         row = rows[i]
         request = row.request
+        self.shared = None  # a row leaves
         request.conversation.ids = (request.ids + row.tokens)[:row.length]
         request.conversation.kv = self.cache.buf[:, :, i, :, :row.length].clone()
         last = rows.pop()
