@@ -26,7 +26,7 @@ SEQ=${SEQ:-2048}                      # fixed by 02_filter.py; 03 and 04 read it
 STEPS=${STEPS:-60}; ROWS=${ROWS:-4}   # optimizer steps x packed rows per step, the same for every run
 LR=${LR:-2e-4}
 MIX_PER_ROW=${MIX_PER_ROW:-5}         # mix samples per trained row (about what a row packs: one pass over the mix)
-ETAS=${ETAS:-"0.0 0.2 0.5 1.0"}
+ETAS=${ETAS-"0.0 0.2 0.5 1.0"}
 HELDIN=${HELDIN:-alfworld,db,os}      # full std sets unless HELDIN_LIMIT
 HELDIN_LIMIT=${HELDIN_LIMIT:-0}
 OTHER=${OTHER-hotpotqa,gsm8k,humaneval}
@@ -110,7 +110,8 @@ for eta in $ETAS; do launch train eta$eta $S/mix/eta$eta; done
 [ -z "$REPLAY_ETA" ] || launch train replay_eta$REPLAY_ETA $S/mix/replay_eta$REPLAY_ETA
 finish
 
-stage "(3) $SELF_FROM as a teacher: $SELF_ATTEMPTS attempts at T=$SELF_TEMPERATURE on $SELF_GAMES train games"
+if [ -n "$SELF_SAMPLES" ]; then stage "(3) the teacher's samples in $SELF_SAMPLES: filtered vs unfiltered"
+else stage "(3) $SELF_FROM as a teacher: $SELF_ATTEMPTS attempts at T=$SELF_TEMPERATURE on $SELF_GAMES train games"; fi
 sample() {  # attempt: one sampled pass of the tuned model over the games (01 resumes a cut-off pass)
   $PY 01_collect.py --env=alfworld --agent=hf --model=$S/train/$SELF_FROM/final --temperature=$SELF_TEMPERATURE \
     --seed=$1 --max_tokens=128 --limit=$SELF_GAMES --out_dir=$S/raw_self/attempt$1 --workers=8
