@@ -410,8 +410,8 @@ class HFAgent(Agent):
         mask = torch.arange(len(ids), device=self.device)[None, :] <= positions[:, None]
         self.cache.rows, self.cache.pos, self.cache.width = slice(slot, slot + 1), reused, len(ids)
         logits = self._forward([ids[reused:]], positions[None], mask[None, None])
-        self.stats["prefilled"] += len(ids) - reused
         self.shared = None  # a row joins
+        self.stats["prefilled"] += len(ids) - reused
         self.stats["reused"] += reused
         # an episode's first prompt that is mostly new: keep it for the episodes that share it
         if conversation.kv is None and self.prefix_cache and len(ids) - reused > len(ids) // 4:

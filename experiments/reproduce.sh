@@ -74,8 +74,9 @@ evaluate() {  # run model_dir [held-in tasks]
 }
 
 # eta 0 trains on general data only: a study of eta 0 alone (no replay, no self-teacher) collects nothing
+general_only() { [ "$1" = 0 ] || [ "$1" = 0.0 ]; }
 NEEDS_AGENT_DATA=0
-for eta in $ETAS; do [ "$eta" = 0 ] || [ "$eta" = 0.0 ] || NEEDS_AGENT_DATA=1; done
+for eta in $ETAS; do general_only $eta || NEEDS_AGENT_DATA=1; done
 [ -z "$REPLAY_ETA" ] && { [ "$SELF_ATTEMPTS" -eq 0 ] || [ -n "${SELF_SAMPLES:-}" ]; } || NEEDS_AGENT_DATA=1
 if [ $NEEDS_AGENT_DATA = 1 ]; then
 stage "collect: $TEACHER on $ALF_GAMES ALFWorld train games and $DB_TASKS DB tasks from the dev tables, OS and DB dev; filter"
@@ -97,7 +98,7 @@ fi
 
 stage "(1)+(2) mixes at eta $ETAS and their training runs ($STEPS steps x $ROWS rows)"
 for eta in $ETAS; do   # eta 0: general data only, at the seq_len and tokenizer the agent data would have
-  if [ "$eta" = 0 ] || [ "$eta" = 0.0 ]; then agent="--agent_data=[] --seq_len=$SEQ --model=$MODEL"
+  if general_only $eta; then agent="--agent_data=[] --seq_len=$SEQ --model=$MODEL"
   else agent="--agent_data=$S/filtered/agent.jsonl"; fi
   $PY 03_mix.py $agent --eta=$eta --total=$(( STEPS * ROWS * MIX_PER_ROW )) \
     --out_dir=$S/mix/eta$eta

@@ -34,6 +34,11 @@ RUN_ORDER = ["base", "eta0.0", "eta0.2", "eta0.5", "eta1.0", "eta1.0_db", "self_
 TUNED = "eta0.2"   # the paper's recipe
 
 
+def in_run_order(names):
+    """Run names sorted as the report lists them: RUN_ORDER first, the others by name."""
+    return sorted(names, key=lambda r: (RUN_ORDER.index(r) if r in RUN_ORDER else 99, r))
+
+
 def load(path):
     with open(path) as f:
         return json.load(f)
@@ -47,7 +52,7 @@ runs, episodes = {}, {}
 eval_root = os.path.join(study, "eval")
 if not os.path.isdir(eval_root):
     raise SystemExit(f"{eval_root} is missing: run experiments/reproduce.sh first")
-found = sorted(os.listdir(eval_root), key=lambda r: (RUN_ORDER.index(r) if r in RUN_ORDER else 99, r))
+found = in_run_order(os.listdir(eval_root))
 found = [r for r in found if os.path.isdir(os.path.join(eval_root, r))]
 for run in found:
     tasks = {}
@@ -75,7 +80,7 @@ for path in previous:
         carried[run] = (f"`{path}` (study `{earlier.get('study')}`, {earlier.get('date')}: "
                         f"`{earlier.get('command')}`)", r.get("heldout_loss"))
 if carried:
-    runs = dict(sorted(runs.items(), key=lambda kv: (RUN_ORDER.index(kv[0]) if kv[0] in RUN_ORDER else 99, kv[0])))
+    runs = {run: runs[run] for run in in_run_order(runs)}
 if not runs:
     raise SystemExit(f"{eval_root} holds no results: run experiments/reproduce.sh first")
 if "base" not in runs:   # EVAL_BASE=0: the claims against the base are left out
@@ -85,12 +90,12 @@ if "base" not in runs:   # EVAL_BASE=0: the claims against the base are left out
 # for every run, each one's loss sum and tokens kept, so runs compare pairwise
 losses, loss_root = {}, os.path.join(study, "loss")
 scored = [f[:-len(".json")] for f in os.listdir(loss_root) if f.endswith(".json")] if os.path.isdir(loss_root) else []
-for run in sorted(scored, key=lambda r: (RUN_ORDER.index(r) if r in RUN_ORDER else 99, r)):  # evaluated or not
+for run in scored:   # evaluated or not
     losses[run] = load(os.path.join(loss_root, f"{run}.json"))["loss"]
 carried_losses = [run for run, (_, figures) in carried.items() if figures and run not in losses]
 for run in carried_losses:   # figures only: no per-conversation sums, so no paired Δ
     losses[run] = carried[run][1]
-losses = dict(sorted(losses.items(), key=lambda kv: (RUN_ORDER.index(kv[0]) if kv[0] in RUN_ORDER else 99, kv[0])))
+losses = {run: losses[run] for run in in_run_order(losses)}
 loss_files = []
 for r in losses.values():
     loss_files += [name for name in r if name not in loss_files]
