@@ -57,6 +57,8 @@ trl = False                 # also time TRL's SFTTrainer on the same rows (needs
 trl_attention = "sdpa"      # TRL's attention: sdpa (what it gets without flash-attn: a dense mask made from the
                             # packed position_ids), or segment_sdpa (ours, fed TRL's cu_seq_lens) to tell the
                             # attention apart from the rest
+trl_checkpointing = False   # TRL's SFTConfig recomputes activations by default (gradient_checkpointing=True), ~1/3
+                            # more compute; our trainer keeps them, so the fair comparison turns it off
 # -----------------------------------------------------------------------------
 configure(globals())
 
@@ -164,8 +166,9 @@ def run_trl(samples, steps_rows, tokenizer, device, bf16):
     tokens are the same. TRL's BFD packer (the one SFTTrainer runs with packing=True) packs the
     samples of each of our rows into one row, and a sequential sampler feeds them in our order, so
     every step trains exactly the samples our step does; SFTTrainer then only collates them
-    padding-free. Timed from the end of the warm-up step to the end of the last one (batch
-    fetching and collating included, as in our loop), AdamW, no clipping, like MasterAdamW."""
+    padding-free. Activations are kept, as ours are, unless --trl_checkpointing=True (TRL's own
+    default). Timed from the end of the warm-up step to the end of the last one (batch fetching and
+    collating included, as in our loop), AdamW, no clipping, like MasterAdamW."""
     try:
         from datasets import Dataset, concatenate_datasets
         from transformers import TrainerCallback
@@ -205,6 +208,7 @@ def run_trl(samples, steps_rows, tokenizer, device, bf16):
             output_dir=out, max_steps=len(steps_rows), per_device_train_batch_size=micro_rows,
             gradient_accumulation_steps=rows // micro_rows, learning_rate=1e-5, lr_scheduler_type="constant",
             optim="adamw_torch", max_grad_norm=0.0, bf16=bf16, use_cpu=device.type == "cpu",
+            gradient_checkpointing=trl_checkpointing,
             packing=True, packing_strategy="bfd", padding_free=True, max_length=seq_len,
             dataset_kwargs={"skip_prepare_dataset": True}, train_sampling_strategy="sequential",
             logging_strategy="no", save_strategy="no", report_to="none", disable_tqdm=True, seed=seed)
@@ -337,7 +341,8 @@ def main():
             trl_mfu = useful_flops(nets[fast_dtype], lengths, n) / elapsed / (peak * 1e9)
             extra = {"trl_tokens_per_s": round(n / elapsed, 1),
                      "fast_vs_trl": round(results["fast"]["tokens_per_s"] / (n / elapsed), 3),
-                     "trl_mfu": round(trl_mfu, 4), "trl_attention": trl_attention}
+                     "trl_mfu": round(trl_mfu, 4), "trl_attention": trl_attention,
+                     "trl_checkpointing": trl_checkpointing}
             efficiency = sum(lengths) / (steps * rows * seq_len)
             print(f"trl: {n / elapsed:,.0f} trained tokens/s, efficiency {efficiency:.3f}, {elapsed:.1f} s, "
                   f"mfu {trl_mfu:.3f}", flush=True)
