@@ -159,3 +159,17 @@ def test_results_name_another_split_and_need_no_base(tmp_path):
     assert "eta1.0 (alfworld_seen)" in text
     losses_table = text.split("## Held-out losses")[1].split("##")[0]
     assert "Δ -0.250 [-0.250, -0.250]" in next(line for line in losses_table.splitlines() if line.startswith("| eta1.0"))
+
+
+def test_results_hold_the_self_teacher_and_the_replay_claims_together(tmp_path):
+    # claims 3 (filtered vs unfiltered) and 4 (explorer vs replay) in one report, both with paired tests
+    study = tmp_path / "study"
+    for run_name, wins in {"self_filtered": 12, "self_unfiltered": 4, "eta1.0": 20, "replay_eta1.0": 10}.items():
+        write_eval(study, run_name, "alfworld", "held_in", wins)
+    out_md, out_json = tmp_path / "RESULTS.md", tmp_path / "results.json"
+    run("write_results.py", f"--study={study}", f"--out_md={out_md}", f"--out_json={out_json}", "--command=test")
+    claims = out_md.read_text().split("## The paper's claims on these numbers")[1]
+    self_line = next(line for line in claims.splitlines() if "filtered 30.0" in line)
+    assert "unfiltered 10.0" in self_line and "McNemar p = " in self_line
+    replay_line = next(line for line in claims.splitlines() if "explorer 50.0" in line)
+    assert "explorer alone 10, replay alone 0" in replay_line
