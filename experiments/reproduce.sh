@@ -77,7 +77,7 @@ evaluate() {  # run model_dir [held-in tasks]
 general_only() { [ "$1" = 0 ] || [ "$1" = 0.0 ]; }
 NEEDS_AGENT_DATA=0
 for eta in $ETAS; do general_only $eta || NEEDS_AGENT_DATA=1; done
-[ -z "$REPLAY_ETA" ] && { [ "$SELF_ATTEMPTS" -eq 0 ] || [ -n "${SELF_SAMPLES:-}" ]; } || NEEDS_AGENT_DATA=1
+[ -z "$REPLAY_ETA" ] && { [ "$SELF_ATTEMPTS" -eq 0 ] || [ -n "$SELF_SAMPLES" ]; } || NEEDS_AGENT_DATA=1
 if [ $NEEDS_AGENT_DATA = 1 ]; then
 stage "collect: $TEACHER on $ALF_GAMES ALFWorld train games and $DB_TASKS DB tasks from the dev tables, OS and DB dev; filter"
 $PY 01_collect.py --env=alfworld --agent=$TEACHER --limit=$ALF_GAMES --out_dir=$S/raw --workers=2

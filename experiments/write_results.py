@@ -319,9 +319,8 @@ if "self_filtered" in runs and "self_unfiltered" in runs:
     for task in tasks:
         f, u = runs["self_filtered"]["tasks"].get(task), runs["self_unfiltered"]["tasks"].get(task)
         if f and u and f["group"] != "general":
-            test = mcnemar("self_unfiltered", "self_filtered", task)
-            p_text = f"; McNemar p = {test[2]:.3g}" if test else ""
-            rows.append(f"   - {task}: filtered {fmt(f)} vs unfiltered {fmt(u)}: {verdict(f, u)}{p_text}")
+            rows.append(f"   - {task}: filtered {fmt(f)} vs unfiltered {fmt(u)}: {verdict(f, u)}"
+                        f"{paired('self_unfiltered', 'self_filtered', task, 'unfiltered', 'filtered')}")
     claims.append("3. Training on the teacher's successful trajectories beats training on all of them "
                   "(the tuned model sampled at temperature > 0 as the teacher, same compute):\n" + "\n".join(rows))
 for replay in [r for r in runs if r.startswith("replay_")]:
