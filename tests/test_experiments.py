@@ -173,3 +173,32 @@ def test_results_hold_the_self_teacher_and_the_replay_claims_together(tmp_path):
     assert "unfiltered 10.0" in self_line and "McNemar p = " in self_line
     replay_line = next(line for line in claims.splitlines() if "explorer 50.0" in line)
     assert "explorer alone 10, replay alone 0" in replay_line
+
+
+def test_results_carry_the_tasks_a_run_lacks_and_sweep_each_pool(tmp_path):
+    # this study measured the base on a new task only (miniwob) and one run of the DB pool (eta0.2_db);
+    # the earlier study holds the base's other tasks and the pool's eta1.0_db
+    study = tmp_path / "study"
+    write_eval(study, "base", "miniwob", "held_out", 2)
+    write_eval(study, "eta0.2_db", "miniwob", "held_out", 6, part="other")
+    write_eval(study, "eta0.2_db", "alfworld", "held_in", 20)
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"study": "runs/old", "command": "old", "date": "2026-12-01", "runs": {
+        "base": {"tasks": {"alfworld": {"score": 0.0, "n": 40, "ci_low": 0.0, "ci_high": 8.8},
+                           "miniwob": {"score": 90.0, "n": 40, "ci_low": 80.0, "ci_high": 95.0}}},
+        "eta1.0_db": {"tasks": {"alfworld": {"score": 30.0, "n": 40, "ci_low": 18.1, "ci_high": 45.4}}}}}))
+    out_md, out_json = tmp_path / "RESULTS.md", tmp_path / "results.json"
+    run("write_results.py", f"--study={study}", f"--out_md={out_md}", f"--out_json={out_json}",
+        "--command=test", f"--previous=['{earlier}']")
+    results = json.loads(out_json.read_text())["runs"]
+    base = results["base"]
+    assert base["tasks"]["miniwob"]["score"] == 5.0   # measured here: this study's figure wins
+    assert base["tasks"]["alfworld"]["score"] == 0.0  # carried, and said so
+    assert base["carried_from"].startswith("alfworld from ") and "the other tasks measured here" in base["carried_from"]
+    claims = out_md.read_text().split("## The paper's claims on these numbers")[1]
+    line = next(line for line in claims.splitlines() if "eta0.2_db, alfworld" in line)
+    assert "**reproduced**" in line and "McNemar" not in line       # the base's alfworld has no episodes here
+    line = next(line for line in claims.splitlines() if "eta0.2_db, miniwob (held_out)" in line)
+    assert "**within noise**" in line and "tuned alone 4, base alone 0" in line   # paired: both measured here
+    assert "2b. The eta sweep (eta0.2_db / eta1.0_db, same compute)" in claims
+    assert "   - alfworld: 50.0 [" in claims.split("2b.")[1]
