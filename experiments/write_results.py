@@ -45,8 +45,9 @@ def load(path):
 
 
 # every run's results: <study>/eval/<run>/<part>/results.json, parts merged (05_eval runs per part);
-# the parts heldin/ and other/ hold each task's default set, any other part another split of a task,
-# named <task>_<part> (seen/alfworld: ALFWorld valid_seen, "alfworld_seen")
+# the parts heldin/ and other/ (or a part named after its task: <run>/db/) hold each task's default set,
+# any other part another split of a task, named <task>_<part> (seen/alfworld: ALFWorld valid_seen,
+# "alfworld_seen")
 DEFAULT_PARTS = ("heldin", "other")
 runs, episodes = {}, {}
 eval_root = os.path.join(study, "eval")
@@ -61,7 +62,7 @@ for run in found:
         if not os.path.exists(path):
             continue
         for task, v in load(path)["tasks"].items():
-            name = task if part in DEFAULT_PARTS else f"{task}_{part}"
+            name = task if part in DEFAULT_PARTS or part == task else f"{task}_{part}"
             tasks[name] = {k: v.get(k) for k in ("score", "n", "ci_low", "ci_high", "group", "set", "set_size")}
             file = os.path.join(eval_root, run, part, "episodes", f"{task}.jsonl")
             if os.path.exists(file):
@@ -322,8 +323,9 @@ for pool, label in (("", "2"), ("_db", "2b")):
             rows.append(f"   - loss on {name} (lower is better): " + " / ".join(fmt_loss(losses[r][name]) for r in sweep)
                         + (f": {order} at {sweep[0]} than at {sweep[-1]}, intervals apart" if order
                            else f": {sweep[0]} vs {sweep[-1]} within noise (intervals overlap)"))
-    claims.append(f"{label}. The eta sweep ({' / '.join(sweep)}, same compute), every task and held-out loss "
-                  "measured at every point:\n" + "\n".join(rows))
+    if rows:
+        claims.append(f"{label}. The eta sweep ({' / '.join(sweep)}, same compute), every task and held-out loss "
+                      "measured at every point:\n" + "\n".join(rows))
 if "self_filtered" in runs and "self_unfiltered" in runs:
     rows = []
     for task in tasks:

@@ -180,7 +180,7 @@ def test_results_carry_the_tasks_a_run_lacks_and_sweep_each_pool(tmp_path):
     # the earlier study holds the base's other tasks and the pool's eta1.0_db
     study = tmp_path / "study"
     write_eval(study, "base", "miniwob", "held_out", 2)
-    write_eval(study, "eta0.2_db", "miniwob", "held_out", 6, part="other")
+    write_eval(study, "eta0.2_db", "miniwob", "held_out", 6, part="miniwob")   # a part named after its task
     write_eval(study, "eta0.2_db", "alfworld", "held_in", 20)
     earlier = tmp_path / "earlier.json"
     earlier.write_text(json.dumps({"study": "runs/old", "command": "old", "date": "2026-12-01", "runs": {
