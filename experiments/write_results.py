@@ -156,6 +156,11 @@ def kept(base, tuned):
     return "**kept** (intervals overlap or tuned higher)"
 
 
+def against_base(base, tuned):
+    """A tuned run vs the base on one task: general abilities kept or lost, any other task by verdict()."""
+    return kept(base, tuned) if base["group"] == "general" else verdict(tuned, base)
+
+
 def fmt_loss(v):
     return f"{v['loss']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
 
@@ -289,7 +294,7 @@ if TUNED in runs and "base" in runs:
         if not base or not tuned:
             continue
         rows.append(f"   - {task} ({base['group']}): base {fmt(base)} → tuned {fmt(tuned)}: "
-                    f"{verdict(tuned, base) if base['group'] != 'general' else kept(base, tuned)}"
+                    f"{against_base(base, tuned)}"
                     f"{paired('base', TUNED, task, 'base', 'tuned')}")
     claims.append("1. Agent tuning (eta = 0.2) makes the model succeed where the base fails (held-in), "
                   "helps on held-out tasks, and keeps general abilities:\n" + "\n".join(rows))
@@ -300,8 +305,8 @@ if others:
         for task in tasks:
             base, tuned = runs["base"]["tasks"].get(task), runs[run]["tasks"].get(task)
             if base and tuned:
-                decided = kept(base, tuned) if base["group"] == "general" else verdict(tuned, base)
-                rows.append(f"   - {run}, {task} ({base['group']}): base {fmt(base)} → {fmt(tuned)}: {decided}"
+                rows.append(f"   - {run}, {task} ({base['group']}): base {fmt(base)} → {fmt(tuned)}: "
+                            f"{against_base(base, tuned)}"
                             f"{paired('base', run, task, 'base', 'tuned')}")
     if rows:
         claims.append("1b. The other mixes vs the base (same compute; a run named *_db also had the DB tasks derived "

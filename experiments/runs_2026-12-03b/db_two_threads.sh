@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# A record of how the 2026-12-03b run was finished by hand (its process ids and paths), not a reusable script.
 # when OS is done, DB gets both cores: its 1-thread evaluation is stopped and resumed with 2 threads
 # (05_eval.py skips the episodes already written; the ones in flight are played again); then the losses
 cd /work/main

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# A record of how the 2026-12-03b run was finished by hand (its process ids and paths), not a reusable script.
 # move OS to the lane that finished first: when lane B (pid 15521) ends, run OS there; once lane A
 # (pid 15520) has started its DB evaluation, stop lane A's shell so it does not start OS too
 cd /work/main
