@@ -30,7 +30,7 @@ configure(globals())
 from agentune.records import read_jsonl  # noqa: E402
 from agentune.scoring import TASK_GROUPS, ratio_interval  # noqa: E402
 
-RUN_ORDER = ["base", "eta0.0", "eta0.2", "eta0.5", "eta1.0", "eta0.2_db", "eta1.0_db", "self_filtered", "self_unfiltered"]
+RUN_ORDER = ["base", "eta0.0", "eta0.2", "eta0.5", "eta1.0", "eta0.2_db", "eta0.2_bal", "eta1.0_db", "self_filtered", "self_unfiltered"]
 TUNED = "eta0.2"   # the paper's recipe
 
 
@@ -311,6 +311,29 @@ if others:
     if rows:
         claims.append("1b. The other mixes vs the base (same compute; a run named *_db also had the DB tasks derived "
                       "from the dev tables in its pool):\n" + "\n".join(rows))
+# the study's goal in one line per run: how many held-in tasks it beats the base on, intervals apart, and
+# whether every general task measured for both was kept
+if "base" in runs:
+    rows = []
+    for run in [r for r in runs if r.startswith("eta") and r != "eta0.0"]:
+        beaten, general = [], []
+        for task, tuned in runs[run]["tasks"].items():
+            base = runs["base"]["tasks"].get(task)
+            if not base:
+                continue
+            if base["group"] == "held_in" and verdict(tuned, base) == "**reproduced**":
+                beaten.append(task)
+            if base["group"] == "general":
+                general.append(kept(base, tuned) != "**lost** (intervals apart)")
+        held_in = [t for t in runs[run]["tasks"] if runs["base"]["tasks"].get(t, {}).get("group") == "held_in"]
+        general_note = ("general kept on all {} measured".format(len(general)) if general and all(general)
+                        else "general lost on some" if general else "general not measured")
+        rows.append(f"   - {run}: {len(beaten)} of {len(held_in)} held-in tasks measured "
+                    f"({', '.join(beaten) or 'none'}); {general_note}"
+                    + (": **goal met**" if len(beaten) >= 2 and general and all(general) else ""))
+    if rows:
+        claims.append("1c. The goal (one tuned model beats the base on two or more held-in tasks with the 95% "
+                      "intervals apart, general abilities kept):\n" + "\n".join(rows))
 # the eta sweep on each agent pool: the study's own (eta<E>) and the one with the derived DB tasks (eta<E>_db)
 for pool, label in (("", "2"), ("_db", "2b")):
     sweep = [r for r in (f"eta{e}{pool}" for e in ("0.0", "0.2", "0.5", "1.0")) if r in runs]

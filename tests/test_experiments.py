@@ -110,6 +110,9 @@ def test_results_verdicts_follow_the_intervals(tmp_path):
     assert "**within noise**" in next(line for line in claims.splitlines() if "- db" in line)
     assert "**kept**" in next(line for line in claims.splitlines() if "- gsm8k" in line)
     assert "2. The eta sweep (eta0.0 / eta0.2, same compute)" in claims
+    goal = claims.split("1c.")[1].split("\n2.")[0]   # one held-in task apart is not the goal
+    assert "   - eta0.2: 1 of 2 held-in tasks measured (alfworld); general kept on all 1 measured\n" in goal + "\n"
+    assert "goal met" not in goal
     # the paired loss difference is exact here (a constant shift): -0.5 with a zero-width interval
     losses_table = out_md.read_text().split("## Held-out losses")[1].split("##")[0]
     assert "Δ -0.500 [-0.500, -0.500]" in next(line for line in losses_table.splitlines() if line.startswith("| eta0.2"))
@@ -200,5 +203,23 @@ def test_results_carry_the_tasks_a_run_lacks_and_sweep_each_pool(tmp_path):
     assert "**reproduced**" in line and "McNemar" not in line       # the base's alfworld has no episodes here
     line = next(line for line in claims.splitlines() if "eta0.2_db, miniwob (held_out)" in line)
     assert "**within noise**" in line and "tuned alone 4, base alone 0" in line   # paired: both measured here
+    assert "   - eta0.2_db: 1 of 1 held-in tasks measured (alfworld); general not measured" in claims
+    assert "goal met" not in claims
     assert "2b. The eta sweep (eta0.2_db / eta1.0_db, same compute)" in claims
     assert "   - alfworld: 50.0 [" in claims.split("2b.")[1]
+
+
+def test_results_say_when_one_run_meets_the_goal(tmp_path):
+    # eta1.0_db beats the base on two held-in tasks (intervals apart) and keeps gsm8k: the goal;
+    # eta0.2_db beats it on one and loses gsm8k (intervals apart the wrong way)
+    study = tmp_path / "study"
+    for run_name, (alf, db, gsm) in {"base": (0, 0, 20), "eta1.0_db": (15, 12, 18), "eta0.2_db": (15, 1, 2)}.items():
+        write_eval(study, run_name, "alfworld", "held_in", alf)
+        write_eval(study, run_name, "db", "held_in", db)
+        write_eval(study, run_name, "gsm8k", "general", gsm)
+    out_md, out_json = tmp_path / "RESULTS.md", tmp_path / "results.json"
+    run("write_results.py", f"--study={study}", f"--out_md={out_md}", f"--out_json={out_json}", "--command=test")
+    goal = out_md.read_text().split("1c.")[1]
+    assert ("   - eta1.0_db: 2 of 2 held-in tasks measured (alfworld, db); general kept on all 1 measured: "
+            "**goal met**") in goal
+    assert "   - eta0.2_db: 1 of 2 held-in tasks measured (alfworld); general lost on some\n" in goal
