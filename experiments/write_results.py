@@ -136,22 +136,31 @@ def paired(run_a, run_b, task, name_a, name_b):
     return f"; paired: {name_b} alone {test[0]}, {name_a} alone {test[1]}, McNemar p = {test[2]:.3g}" if test else ""
 
 
+def measured(*figures):
+    return all(v["ci_low"] is not None for v in figures)
+
+
+def apart_above(higher, lower):
+    """True when higher's 95% interval lies wholly above lower's."""
+    return measured(higher, lower) and higher["ci_low"] > lower["ci_high"]
+
+
 def verdict(better, worse):
     """By the 95% intervals: apart in the claimed direction, apart against it, or overlapping."""
-    if better["ci_low"] is None or worse["ci_low"] is None:
+    if not measured(better, worse):
         return "not measured"
-    if better["ci_low"] > worse["ci_high"]:
+    if apart_above(better, worse):
         return "**reproduced**"
-    if better["ci_high"] < worse["ci_low"]:
+    if apart_above(worse, better):
         return "**not reproduced** (the opposite, intervals apart)"
     return "**within noise** (intervals overlap)"
 
 
 def kept(base, tuned):
     """General ability: lost only when the tuned interval lies wholly below the base one."""
-    if base["ci_low"] is None or tuned["ci_low"] is None:
+    if not measured(base, tuned):
         return "not measured"
-    if tuned["ci_high"] < base["ci_low"]:
+    if apart_above(base, tuned):
         return "**lost** (intervals apart)"
     return "**kept** (intervals overlap or tuned higher)"
 
@@ -316,21 +325,17 @@ if others:
 if "base" in runs:
     rows = []
     for run in [r for r in runs if r.startswith("eta") and r != "eta0.0"]:
-        beaten, general = [], []
-        for task, tuned in runs[run]["tasks"].items():
-            base = runs["base"]["tasks"].get(task)
-            if not base:
-                continue
-            if base["group"] == "held_in" and verdict(tuned, base) == "**reproduced**":
-                beaten.append(task)
-            if base["group"] == "general":
-                general.append(kept(base, tuned) != "**lost** (intervals apart)")
-        held_in = [t for t in runs[run]["tasks"] if runs["base"]["tasks"].get(t, {}).get("group") == "held_in"]
-        general_note = ("general kept on all {} measured".format(len(general)) if general and all(general)
+        pairs = [(task, runs["base"]["tasks"][task], tuned) for task, tuned in runs[run]["tasks"].items()
+                 if task in runs["base"]["tasks"]]
+        held_in = [(task, apart_above(tuned, base)) for task, base, tuned in pairs if base["group"] == "held_in"]
+        beaten = [task for task, apart in held_in if apart]
+        general = [not apart_above(base, tuned) for _, base, tuned in pairs if base["group"] == "general"]
+        general_kept = bool(general) and all(general)
+        general_note = (f"general kept on all {len(general)} measured" if general_kept
                         else "general lost on some" if general else "general not measured")
         rows.append(f"   - {run}: {len(beaten)} of {len(held_in)} held-in tasks measured "
                     f"({', '.join(beaten) or 'none'}); {general_note}"
-                    + (": **goal met**" if len(beaten) >= 2 and general and all(general) else ""))
+                    + (": **goal met**" if len(beaten) >= 2 and general_kept else ""))
     if rows:
         claims.append("1c. The goal (one tuned model beats the base on two or more held-in tasks with the 95% "
                       "intervals apart, general abilities kept):\n" + "\n".join(rows))

@@ -78,6 +78,14 @@ def write_eval(study, run, task, group, successes, n=40, part="heldin", ids="t{i
     (part / "results.json").write_text(json.dumps(results))
 
 
+def write_runs(study, successes):
+    """alfworld and db (held-in) and gsm8k (general) for each run: {run: (alfworld, db, gsm8k) wins of 40}."""
+    for run_name, (alf, db, gsm) in successes.items():
+        write_eval(study, run_name, "alfworld", "held_in", alf)
+        write_eval(study, run_name, "db", "held_in", db)
+        write_eval(study, run_name, "gsm8k", "general", gsm)
+
+
 def write_loss(study, run, shift):
     """An experiments/heldout_loss.py output: 20 conversations of 10 tokens, the base's loss + shift."""
     (study / "loss").mkdir(parents=True, exist_ok=True)
@@ -91,10 +99,7 @@ def write_loss(study, run, shift):
 def test_results_verdicts_follow_the_intervals(tmp_path):
     study = tmp_path / "study"
     # alfworld: 0/40 -> 20/40 (intervals apart); db: 2/40 -> 5/40 (overlap); gsm8k: 10/40 -> 9/40
-    for run_name, (alf, db, gsm) in {"base": (0, 2, 10), "eta0.2": (20, 5, 9), "eta0.0": (0, 2, 12)}.items():
-        write_eval(study, run_name, "alfworld", "held_in", alf)
-        write_eval(study, run_name, "db", "held_in", db)
-        write_eval(study, run_name, "gsm8k", "general", gsm)
+    write_runs(study, {"base": (0, 2, 10), "eta0.2": (20, 5, 9), "eta0.0": (0, 2, 12)})
     # held-out losses on the same 20 conversations: eta0.2 lower on agent by 0.5 nats everywhere
     for run_name, shift in {"base": 0.0, "eta0.2": -0.5, "eta0.0": 0.3}.items():
         write_loss(study, run_name, shift)
@@ -213,10 +218,7 @@ def test_results_say_when_one_run_meets_the_goal(tmp_path):
     # eta1.0_db beats the base on two held-in tasks (intervals apart) and keeps gsm8k: the goal;
     # eta0.2_db beats it on one and loses gsm8k (intervals apart the wrong way)
     study = tmp_path / "study"
-    for run_name, (alf, db, gsm) in {"base": (0, 0, 20), "eta1.0_db": (15, 12, 18), "eta0.2_db": (15, 1, 2)}.items():
-        write_eval(study, run_name, "alfworld", "held_in", alf)
-        write_eval(study, run_name, "db", "held_in", db)
-        write_eval(study, run_name, "gsm8k", "general", gsm)
+    write_runs(study, {"base": (0, 0, 20), "eta1.0_db": (15, 12, 18), "eta0.2_db": (15, 1, 2)})
     out_md, out_json = tmp_path / "RESULTS.md", tmp_path / "results.json"
     run("write_results.py", f"--study={study}", f"--out_md={out_md}", f"--out_json={out_json}", "--command=test")
     goal = out_md.read_text().split("1c.")[1]
