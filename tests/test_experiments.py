@@ -86,6 +86,15 @@ def write_runs(study, successes):
         write_eval(study, run_name, "gsm8k", "general", gsm)
 
 
+def report(tmp_path, successes):
+    """write_runs() into a study, then write_results.py on it: the RESULTS.md text."""
+    write_runs(tmp_path / "study", successes)
+    out_md = tmp_path / "RESULTS.md"
+    run("write_results.py", f"--study={tmp_path / 'study'}", f"--out_md={out_md}",
+        f"--out_json={tmp_path / 'results.json'}", "--command=test")
+    return out_md.read_text()
+
+
 def write_loss(study, run, shift):
     """An experiments/heldout_loss.py output: 20 conversations of 10 tokens, the base's loss + shift."""
     (study / "loss").mkdir(parents=True, exist_ok=True)
@@ -217,11 +226,22 @@ def test_results_carry_the_tasks_a_run_lacks_and_sweep_each_pool(tmp_path):
 def test_results_say_when_one_run_meets_the_goal(tmp_path):
     # eta1.0_db beats the base on two held-in tasks (intervals apart) and keeps gsm8k: the goal;
     # eta0.2_db beats it on one and loses gsm8k (intervals apart the wrong way)
-    study = tmp_path / "study"
-    write_runs(study, {"base": (0, 0, 20), "eta1.0_db": (15, 12, 18), "eta0.2_db": (15, 1, 2)})
-    out_md, out_json = tmp_path / "RESULTS.md", tmp_path / "results.json"
-    run("write_results.py", f"--study={study}", f"--out_md={out_md}", f"--out_json={out_json}", "--command=test")
-    goal = out_md.read_text().split("1c.")[1]
+    goal = report(tmp_path, {"base": (0, 0, 20), "eta1.0_db": (15, 12, 18), "eta0.2_db": (15, 1, 2)}).split("1c.")[1]
     assert ("   - eta1.0_db: 2 of 2 held-in tasks measured (alfworld, db); general kept on all 1 measured: "
             "**goal met**") in goal
     assert "   - eta0.2_db: 1 of 2 held-in tasks measured (alfworld); general lost on some\n" in goal
+
+
+def test_results_compare_more_epochs_of_the_same_mix(tmp_path):
+    # eta0.2_db_2ep trained eta0.2_db's mix twice as long: alfworld 2/40 -> 16/40 (apart, paired),
+    # db 10 -> 12 (overlap), gsm8k 20 -> 19 (kept)
+    md = report(tmp_path, {"base": (0, 0, 20), "eta0.2_db": (2, 10, 20), "eta0.2_db_2ep": (16, 12, 19)})
+    epochs = md.split("\n5. (ours) More epochs")[1]
+    assert epochs.startswith(" of the same mix help on agent tasks and keep general abilities (eta0.2_db_2ep vs "
+                             "eta0.2_db: the same samples, 2× the steps)")
+    lines = epochs.splitlines()
+    alf = next(line for line in lines if "- alfworld" in line)
+    assert "**reproduced**" in alf and "eta0.2_db_2ep alone 14, eta0.2_db alone 0" in alf
+    assert "**within noise**" in next(line for line in lines if "- db" in line)
+    assert "**kept**" in next(line for line in lines if "- gsm8k" in line)
+    assert "   - eta0.2_db_2ep: 2 of 2 held-in tasks measured (alfworld, db)" in md.split("1c.")[1]
