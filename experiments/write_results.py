@@ -219,8 +219,8 @@ for run in runs:
     train_info.append((run, m, steps, trained))
 if train_info:
     lines += ["## What was trained", "",
-              "Every tuned run starts from the base model with the same steps, rows and seq_len; the "
-              "mixes differ only in what the rows hold.", "",
+              "Every tuned run starts from the base model with the same rows and seq_len; the mixes "
+              "differ in what the rows hold, and the steps column says how long each run trained.", "",
               "| run | train samples | agent | general | agent share of trained tokens | steps | trained tokens | loss first → last |",
               "|---|---:|---:|---:|---:|---:|---:|---|"]
     for run, m, steps, trained in train_info:
