@@ -171,6 +171,20 @@ def against_base(base, tuned):
     return kept(base, tuned) if base["group"] == "general" else verdict(tuned, base)
 
 
+def head_to_head(better, worse, name_better, name_worse, general):
+    """One line per task both runs measured: the claimed-better run vs the other by the intervals, with
+    the paired test. general: how a general task is judged: 'kept' (kept or lost), 'verdict', 'skip'."""
+    rows = []
+    for task in tasks:
+        a, b = runs[better]["tasks"].get(task), runs[worse]["tasks"].get(task)
+        if not a or not b or (general == "skip" and a["group"] == "general"):
+            continue
+        judged = kept(b, a) if general == "kept" and a["group"] == "general" else verdict(a, b)
+        rows.append(f"   - {task}: {name_better} {fmt(a)} vs {name_worse} {fmt(b)}: {judged}"
+                    f"{paired(worse, better, task, name_worse, name_better)}")
+    return rows
+
+
 def fmt_loss(v):
     return f"{v['loss']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
 
@@ -210,7 +224,9 @@ if carried:
 train_info = []
 for run in runs:
     mix = os.path.join(study, "mix", run, "mix_report.json")
-    metrics = os.path.join(study, "train", run, "metrics.jsonl")
+    metrics, config = (os.path.join(study, "train", run, name) for name in ("metrics.jsonl", "config.json"))
+    if not os.path.exists(mix) and os.path.exists(config):   # a run trained on another run's mix
+        mix = os.path.join(os.path.dirname(load(config)["data"]), "mix_report.json")
     if not os.path.exists(mix):
         continue
     m = load(mix)
@@ -360,22 +376,6 @@ for pool, label in (("", "2"), ("_db", "2b")):
     if rows:
         claims.append(f"{label}. The eta sweep ({' / '.join(sweep)}, same compute), every task and held-out loss "
                       "measured at every point:\n" + "\n".join(rows))
-
-
-def head_to_head(better, worse, name_better, name_worse, general):
-    """One line per task both runs measured: the claimed-better run vs the other by the intervals, with
-    the paired test. general: how a general task is judged: 'kept' (kept or lost), 'verdict', 'skip'."""
-    rows = []
-    for task in tasks:
-        a, b = runs[better]["tasks"].get(task), runs[worse]["tasks"].get(task)
-        if not a or not b or (general == "skip" and a["group"] == "general"):
-            continue
-        judged = kept(b, a) if general == "kept" and a["group"] == "general" else verdict(a, b)
-        rows.append(f"   - {task}: {name_better} {fmt(a)} vs {name_worse} {fmt(b)}: {judged}"
-                    f"{paired(worse, better, task, name_worse, name_better)}")
-    return rows
-
-
 if "self_filtered" in runs and "self_unfiltered" in runs:
     rows = head_to_head("self_filtered", "self_unfiltered", "filtered", "unfiltered", general="skip")
     claims.append("3. Training on the teacher's successful trajectories beats training on all of them "
@@ -388,7 +388,7 @@ for replay in [r for r in runs if r.startswith("replay_")]:
                       f"the game's walkthrough ({explorer} vs {replay}: the same games, mix and compute):\n"
                       + "\n".join(rows))
 # more epochs of the same mix: a run named <run>_<k>ep trained <run>'s mix file for k times its steps
-for longer, shorter, k in [(m[0], m[1], m[2]) for m in (re.fullmatch(r"(.+)_(\d+)ep", r) for r in runs) if m]:
+for longer, shorter, k in [m.group(0, 1, 2) for m in (re.fullmatch(r"(.+)_(\d+)ep", r) for r in runs) if m]:
     if shorter in runs:
         rows = head_to_head(longer, shorter, longer, shorter, general="kept")
         claims.append(f"5. (ours) More epochs of the same mix help on agent tasks and keep general abilities "
