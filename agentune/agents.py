@@ -163,9 +163,16 @@ class SlotCache:
     lengths: a forward writes each row's new keys/values at that row's own positions and a 4-D
     attention mask hides what lies beyond them, so a decode step copies no cache. The model's
     attention layers call update(), the one part of transformers' Cache they use when given
-    explicit position ids and a 4-D mask."""
+    explicit position ids and a 4-D mask.
 
-    def __init__(self, config, dtype, device, slots=1, capacity=1024):
+    A decode step reads every row's whole capacity: then the rows' keys of a layer are one
+    contiguous block, which the CPU's batched bf16 matmul reads in place (a view cut to a shorter
+    width it copies first, which cost as much as the attention itself). So the capacity follows
+    the longest row closely: it grows STEP tokens at a time and fit() gives back what lies more
+    than SLACK tokens beyond."""
+    STEP, SLACK = 128, 512
+
+    def __init__(self, config, dtype, device, slots=1, capacity=STEP):
         import torch
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -173,15 +180,26 @@ class SlotCache:
                                dtype=dtype, device=device)
         self.rows, self.pos, self.width = slice(0, 0), 0, 0  # what the current forward reads and writes
 
+    @property
+    def capacity(self):
+        return self.buf.shape[4]
+
     def reserve(self, slots, length):
-        """Room for this many slots of this many tokens (the buffer grows, never shrinks)."""
+        """Room for this many slots of this many tokens (slots grow, never shrink)."""
         import torch
-        for dim, need in ((2, slots), (4, length)):
+        for dim, need in ((2, slots), (4, -(-length // self.STEP) * self.STEP)):
             have = self.buf.shape[dim]
             if need > have:
                 grow = list(self.buf.shape)
-                grow[dim] = max(need, 2 * have) - have if dim == 4 else need - have
+                grow[dim] = need - have
                 self.buf = torch.cat([self.buf, self.buf.new_zeros(grow)], dim=dim)
+
+    def fit(self, length):
+        """Room for `length` tokens per row, giving back capacity far beyond it (no row may be longer)."""
+        self.reserve(0, length)
+        keep = -(-length // self.STEP) * self.STEP
+        if self.capacity - keep > self.SLACK:
+            self.buf = self.buf[:, :, :, :, :keep].clone()
 
     def update(self, key, value, layer_idx, *args, **kwargs):
         import torch
@@ -237,7 +255,7 @@ class HFAgent(Agent):
                  stop=(), dtype="auto", device="", prefix_cache=8, seed=0):
         import torch
         from agentune.attention import CACHED_GQA, register_cached_gqa
-        from agentune.model import DEFAULT_MODEL, load_model, load_tokenizer
+        from agentune.model import DEFAULT_MODEL, load_model, load_tokenizer, pack_cpu_linears
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype == "auto":
             bf16 = device.startswith("cuda") or (device == "cpu" and cpu_has_bf16())
@@ -247,6 +265,7 @@ class HFAgent(Agent):
         self.dtype = getattr(torch, dtype)
         self.tokenizer = load_tokenizer(model)
         self.net = load_model(model, dtype=self.dtype, device=device).eval()
+        self.packed_linears = pack_cpu_linears(self.net) if device == "cpu" else 0
         register_cached_gqa()  # grouped-query attention over the slot cache without copying it
         self.attention = CACHED_GQA
         self.net.set_attn_implementation(self.attention)
@@ -264,12 +283,10 @@ class HFAgent(Agent):
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.stop_ids = sorted({*eos, self.tokenizer.eos_token_id} - {None})
         self.cache = SlotCache(self.net.config, self.dtype, device)
-        self.shared = None    # the prompt prefix the rows in flight share (None: to be computed)
         self.prefixes = []    # Conversations of recent first prompts (least recently used first)
-        # tokens prefilled / taken from cache / generated, decode steps (and those whose rows read a
-        # shared prompt prefix once), most rows in one step, seconds spent generating
-        self.stats = dict.fromkeys(("prefilled", "reused", "generated", "steps", "shared_steps", "max_rows",
-                                    "busy_s"), 0)
+        # tokens prefilled / taken from cache / generated, decode steps, most rows in one step, seconds
+        # spent generating
+        self.stats = dict.fromkeys(("prefilled", "reused", "generated", "steps", "max_rows", "busy_s"), 0)
         self.episode = threading.local()
         # a fast tokenizer used from several threads can fail "Already borrowed"
         self.tokenizer_lock = threading.Lock()
@@ -400,7 +417,7 @@ class HFAgent(Agent):
             if n > reused:
                 reused, source = n, candidate
         reused = min(reused, len(ids) - 1)  # the last prompt token goes through the model
-        self.cache.reserve(slot + 1, len(ids) + request.limit)
+        self.cache.reserve(slot + 1, len(ids))
         if reused:
             self.cache.buf[:, :, slot, :, :reused] = source.kv[:, :, :, :reused]
             if source in self.prefixes:  # most recently used last
@@ -410,7 +427,6 @@ class HFAgent(Agent):
         mask = torch.arange(len(ids), device=self.device)[None, :] <= positions[:, None]
         self.cache.rows, self.cache.pos, self.cache.width = slice(slot, slot + 1), reused, len(ids)
         logits = self._forward([ids[reused:]], positions[None], mask[None, None])
-        self.shared = None  # a row joins
         self.stats["prefilled"] += len(ids) - reused
         self.stats["reused"] += reused
         # an episode's first prompt that is mostly new: keep it for the episodes that share it
@@ -423,28 +439,16 @@ class HFAgent(Agent):
         """One step for every row: feed its last token, pick the next."""
         import torch
         positions = torch.tensor([row.length for row in rows], device=self.device)
-        width = int(positions.max()) + 1
+        self.cache.fit(int(positions.max()) + 1)
+        width = self.cache.capacity  # the rows' whole capacity, read in place (see SlotCache)
         mask = torch.arange(width, device=self.device)[None, :] <= positions[:, None]
         self.cache.rows, self.cache.pos, self.cache.width = slice(0, len(rows)), positions, width
-        shared = self._shared_prefix(rows)
-        logits = self._forward([[row.tokens[-1]] for row in rows], positions[:, None], mask[:, None, None],
-                               shared_prefix=shared)
+        logits = self._forward([[row.tokens[-1]] for row in rows], positions[:, None], mask[:, None, None])
         for row, token in zip(rows, self._pick(logits)):
             row.length += 1
             row.tokens.append(token)
         self.stats["steps"] += 1
-        self.stats["shared_steps"] += bool(shared)
         self.stats["max_rows"] = max(self.stats["max_rows"], len(rows))
-
-    def _shared_prefix(self, rows):
-        """How many leading tokens the prompts of all rows share: their keys/values are alike in
-        every slot (copied from one cached prefix, or computed from the same tokens at the same
-        positions), so the attention reads them once, from slot 0. Recomputed when the rows change
-        (_prefill and _finish forget it)."""
-        if self.shared is None:
-            shared = min((common_prefix(rows[0].request.ids, row.request.ids) for row in rows[1:]), default=0)
-            self.shared = shared if shared >= 64 else 0  # short ones do not pay for the extra matmuls
-        return self.shared
 
     def _text(self, tokens):
         with self.tokenizer_lock:
@@ -459,7 +463,6 @@ class HFAgent(Agent):
         """Answer row i, keep its cache with its episode and move the last row into its slot."""
         row = rows[i]
         request = row.request
-        self.shared = None  # a row leaves
         request.conversation.ids = (request.ids + row.tokens)[:row.length]
         request.conversation.kv = self.cache.buf[:, :, i, :, :row.length].clone()
         last = rows.pop()

@@ -94,21 +94,19 @@ CACHED_GQA = "cached_gqa"
 
 def register_cached_gqa():
     """Make attn_implementation='cached_gqa' known to transformers: the hf agent's attention over
-    its slot cache (agentune.agents.SlotCache), which hands each layer strided views of the cache
-    and an explicit 4-D boolean mask.
+    its slot cache (agentune.agents.SlotCache), which hands each layer its rows' keys/values and
+    an explicit 4-D boolean mask.
 
     A decode step (one query per row) multiplies each kv head's group of queries with that head's
-    keys, softmax in fp32. transformers' sdpa path instead runs PyTorch's flash kernel, which is slow
-    on CPUs for one query per row, and repeats keys/values per head on devices without native GQA.
-    When the rows begin with the same tokens (an eval's instruction and one-shot example, ~900 of
-    ALFWorld's tokens), the forward passes shared_prefix=P: the first P keys/values are read once,
-    from the first row, for all rows (cascade attention), instead of once per row. A prefill
-    (several new tokens, one row) goes to SDPA with native grouped-query attention."""
+    keys, softmax in fp32, the mask added as a bias. transformers' sdpa path instead runs PyTorch's
+    flash kernel, which is slow on CPUs for one query per row, and repeats keys/values per head on
+    devices without native GQA. The cache hands over its rows' whole capacity, one contiguous
+    block, which the CPU's batched bf16 matmul reads in place (strided views it copies first). A
+    prefill (several new tokens, one row) goes to SDPA with native grouped-query attention."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, shared_prefix=0,
-                  **kwargs):
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         rows, heads, new, dim = query.shape
         scaling = dim ** -0.5 if scaling is None else scaling
         if new > 1:  # no mask: plain causal (model.generate's first forward)
@@ -116,27 +114,14 @@ def register_cached_gqa():
                                                  is_causal=attention_mask is None, enable_gqa=True)
             return out.transpose(1, 2).contiguous(), None
         kv_heads = key.shape[1]
-        group = heads // kv_heads
-        grouped = query.reshape(rows, kv_heads, group, dim)
-        shared = shared_prefix if rows > 1 else 0
-        # the CPU's batched matmul copies strided operands slowly (~6 ms a layer at 8 rows x 3,000
-        # bf16 tokens): the cache views are made contiguous first (~0.4 ms)
-        own_key, own_value = key[:, :, shared:].contiguous(), value[:, :, shared:].contiguous()
-        scores = torch.matmul(grouped, own_key.transpose(-1, -2))  # (rows, kv heads, group, own)
-        if shared:  # every row's queries against the one copy of the shared keys: (kv heads, rows x group, P)
-            by_head = grouped.transpose(0, 1).reshape(kv_heads, rows * group, dim)
-            shared_key, shared_value = key[0, :, :shared].contiguous(), value[0, :, :shared].contiguous()
-            shared_scores = torch.bmm(by_head, shared_key.transpose(1, 2))
-            shared_scores = shared_scores.view(kv_heads, rows, group, shared).transpose(0, 1)
-            scores = torch.cat([shared_scores, scores], dim=-1)
-        scores = scores.float() * scaling
+        grouped = query.reshape(rows, kv_heads, heads // kv_heads, dim)
+        scores = torch.matmul(grouped, key.transpose(-1, -2)).float().mul_(scaling)  # (rows, kv heads, group, width)
         if attention_mask is not None:  # (rows, 1, 1, width), True where a row may attend
-            scores = scores.masked_fill(~attention_mask, float("-inf"))
+            # an added bias: masked_fill over the scores is ~15x slower on CPU
+            scores += torch.zeros(attention_mask.shape, device=scores.device).masked_fill_(~attention_mask,
+                                                                                          float("-inf"))
         probs = torch.softmax(scores, dim=-1).to(value.dtype)
-        out = torch.matmul(probs[..., shared:], own_value)  # (rows, kv heads, group, dim)
-        if shared:
-            shared_probs = probs[..., :shared].transpose(0, 1).reshape(kv_heads, rows * group, shared)
-            out = out + torch.bmm(shared_probs, shared_value).view(kv_heads, rows, group, dim).transpose(0, 1)
+        out = torch.matmul(probs, value)  # (rows, kv heads, group, dim)
         return out.reshape(rows, heads, 1, dim).transpose(1, 2).contiguous(), None  # (rows, 1, heads, dim)
 
     AttentionInterface.register(CACHED_GQA, attention)

@@ -74,3 +74,34 @@ def native_bf16(device):
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def pack_cpu_linears(model, rows=8):
+    """Give every bf16 nn.Linear of a CPU model its weight pre-packed in oneDNN's blocked layout, once,
+    for inference. PyTorch's bf16 linear on CPU repacks the weight at every call, which makes a
+    decode step (a few rows, every weight read once) take ~1.7x as long. The outputs are the same
+    oneDNN products (checked on the first layer; anything else leaves the model as it was). Costs one
+    more copy of the linear weights in memory; the model must not be trained afterwards.
+    Returns how many layers were packed."""
+    import torch
+    import torch.nn.functional as F
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)
+               and m.weight.dtype == torch.bfloat16 and m.weight.device.type == "cpu"]
+    try:
+        pack = torch.ops.mkldnn._reorder_linear_weight  # what torch.compile's CPU freezing uses
+        packed_linear = torch.ops.mkldnn._linear_pointwise
+        probe = linears[0]
+        x = torch.randn(3, probe.in_features, dtype=torch.bfloat16)
+        with torch.no_grad():
+            same = torch.equal(packed_linear(x, pack(probe.weight, rows), probe.bias, "none", [], ""),
+                               F.linear(x, probe.weight, probe.bias))
+    except (AttributeError, IndexError, RuntimeError):
+        return 0
+    if not same:
+        return 0
+    for m in linears:
+        def forward(x, weight=pack(m.weight.detach(), rows), bias=m.bias):
+            y = packed_linear(x.reshape(-1, x.shape[-1]), weight, bias, "none", [], "")
+            return y.view(*x.shape[:-1], y.shape[-1])
+        m.forward = forward
+    return len(linears)

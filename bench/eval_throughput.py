@@ -1,6 +1,6 @@
 """Generation throughput of the hf agent on ALFWorld's std games, against naive generation.
 
-new: the hf agent (continuous batching over per-episode KV caches, shared prompt prefixes)
+new: the hf agent (continuous batching over per-episode KV caches, cached prompt prefixes)
 plays the 50 ALFWorld std games (AgentBench's test set) with `workers` concurrent episodes.
 naive: plain model.generate per turn, one conversation at a time, the whole conversation
 re-encoded and re-prefilled (the hf agent before issue 10), in fp32, timed on `naive_turns` turns
@@ -60,8 +60,7 @@ stats = agent.stats
 result.update(games=len(records), finish=summary["finish"], success_rate=summary["success_rate"],
               tokens_per_s=stats["generated"] / stats["busy_s"], generated_tokens=stats["generated"],
               prefilled_tokens=stats["prefilled"], reused_tokens=stats["reused"],
-              max_batch=stats["max_rows"], busy_s=stats["busy_s"], decode_steps=stats["steps"],
-              shared_prefix_steps=stats["shared_steps"])
+              max_batch=stats["max_rows"], busy_s=stats["busy_s"], decode_steps=stats["steps"])
 
 # every (conversation so far, reply) the new agent produced; naive replays an even spread of them
 turns = [(r["messages"][:i], m["content"]) for r in records

@@ -145,20 +145,19 @@ def test_hf_agent_batches_concurrent_episodes(tmp_path, hf_agent):
         assert hf_agent.reply_plain(prompt).content == reply["content"]
 
 
-@pytest.mark.parametrize("new,shared", [(1, 0), (1, 12), (5, 0)])
-def test_cached_gqa_equals_transformers_sdpa(new, shared):
-    """The hf agent's attention (grouped queries over strided cache views; a decode step, one whose
-    rows share a prefix read once, and a prefill) equals transformers' sdpa path on rows of
-    different lengths, in fp32."""
+@pytest.mark.parametrize("new,capacity", [(1, 40), (1, 64), (5, 64)])
+def test_cached_gqa_equals_transformers_sdpa(new, capacity):
+    """The hf agent's attention (grouped queries over the cache's rows: a decode step over the rows'
+    whole capacity, as SlotCache hands it, or over a strided view; a prefill) equals transformers'
+    sdpa path on rows of different lengths, in fp32."""
     import torch
     from transformers import AttentionInterface
     from agentune.attention import CACHED_GQA, register_cached_gqa
     register_cached_gqa()
     torch.manual_seed(0)
     rows, heads, kv_heads, dim, width = 3, 6, 2, 16, 40
-    cache = torch.randn(2, rows, kv_heads, 64, dim)  # capacity 64: the views are strided, as in SlotCache
-    cache[:, 1:, :, :shared] = cache[:, :1, :, :shared]  # the rows' shared prompt prefix
-    key, value = cache[0, :, :, :width], cache[1, :, :, :width]
+    cache = torch.randn(2, rows, kv_heads, capacity, dim)
+    key, value = cache[0, :, :, :width], cache[1, :, :, :width]  # strided when the capacity is larger
     query = torch.randn(rows, heads, new, dim)
     lengths = torch.tensor([width, 17, 29])  # each row's last position + 1
     positions = lengths[:, None] - new + torch.arange(new)[None, :]
@@ -166,11 +165,28 @@ def test_cached_gqa_equals_transformers_sdpa(new, shared):
 
     class Layer(torch.nn.Module):
         num_key_value_groups, is_causal, training = heads // kv_heads, True, False
-    ours, _ = AttentionInterface()[CACHED_GQA](Layer(), query, key, value, mask, scaling=0.25,
-                                               shared_prefix=shared)
+    ours, _ = AttentionInterface()[CACHED_GQA](Layer(), query, key, value, mask, scaling=0.25)
     theirs, _ = AttentionInterface()["sdpa"](Layer(), query, key, value, mask, scaling=0.25)
     assert ours.shape == theirs.shape == (rows, new, heads, dim)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_packed_cpu_linears_equal_plain_ones():
+    """pack_cpu_linears (the hf agent on a bf16 CPU) changes how the weights are laid out, not the
+    model's outputs."""
+    import torch
+    from agentune.model import pack_cpu_linears
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.GELU(), torch.nn.Linear(96, 32, bias=False))
+    model = model.to(torch.bfloat16).eval()
+    x = torch.randn(2, 5, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        plain = model(x)
+        packed = pack_cpu_linears(model)
+        if not packed:
+            pytest.skip("this PyTorch build has no oneDNN bf16 linear")
+        assert packed == 2
+        assert torch.equal(model(x), plain)
 
 
 def test_hf_agent_context_limit(hf_agent):
@@ -184,11 +200,15 @@ INSTRUCTION = [{"role": "system", "content": "You are a household agent. " * 20}
                {"role": "assistant", "content": "THOUGHT: the pen is on the desk.\nACTION: go to desk 1"}]
 
 
-def test_hf_agent_multi_turn_cache_gives_plain_greedy_replies(tiny_agent):
+def test_hf_agent_multi_turn_cache_gives_plain_greedy_replies(tiny_agent, monkeypatch):
     """Three episodes at once, four turns each: every turn prefills only the new observation on
-    top of the episode's cache, the first turns share the cached instruction + example, and
-    every reply equals plain model.generate on the whole conversation."""
-    seen = {}
+    top of the episode's cache, the first turns share the cached instruction + example, the
+    cache's capacity grows and shrinks with the longest row, and every reply equals plain
+    model.generate on the whole conversation."""
+    seen, capacities = {}, set()
+    monkeypatch.setattr(tiny_agent.cache, "STEP", 8)  # small steps: the capacity grows within replies
+    fit = tiny_agent.cache.fit
+    monkeypatch.setattr(tiny_agent.cache, "fit", lambda length: (fit(length), capacities.add(tiny_agent.cache.capacity)))
 
     def episode(k):
         tiny_agent.start_episode()
@@ -204,14 +224,34 @@ def test_hf_agent_multi_turn_cache_gives_plain_greedy_replies(tiny_agent):
     threads = [threading.Thread(target=episode, args=(k,)) for k in range(3)]
     [t.start() for t in threads]
     [t.join() for t in threads]
-    stats = {key: tiny_agent.stats[key] - before[key] for key in ("prefilled", "reused", "shared_steps")}
+    stats = {key: tiny_agent.stats[key] - before[key] for key in ("prefilled", "reused")}
     prompt_tokens = sum(reply.usage["prompt_tokens"] for _, reply in seen.values())
     assert stats["prefilled"] + stats["reused"] == prompt_tokens
     assert stats["reused"] > 0.6 * prompt_tokens  # later turns and first turns after the first episode's
-    assert stats["shared_steps"] > 0  # decode steps that read the shared instruction + example once
+    assert len(capacities) > 4  # decode steps read a capacity that changed as the rows grew
     for messages, reply in seen.values():
         assert reply.usage["completion_tokens"] <= 12
         assert reply.content == tiny_agent.reply_plain(messages).content
+
+
+def test_slot_cache_capacity_follows_the_longest_row():
+    """The cache grows STEP tokens at a time and gives back what lies over SLACK beyond the longest
+    row, keeping every row's keys/values."""
+    import types
+    import torch
+    from agentune.agents import SlotCache
+    config = types.SimpleNamespace(num_key_value_heads=2, head_dim=4, num_hidden_layers=3)
+    cache = SlotCache(config, torch.float32, "cpu")
+    cache.reserve(2, 100)
+    assert cache.buf.shape == (3, 2, 2, 2, 128, 4)
+    cache.buf.normal_()
+    kept = cache.buf[..., :100, :].clone()
+    cache.fit(700)
+    assert cache.capacity == 768 and torch.equal(cache.buf[..., :100, :], kept)
+    cache.fit(400)  # 768 - 512 is not beyond the slack
+    assert cache.capacity == 768
+    cache.fit(100)
+    assert cache.capacity == 128 and cache.buf.is_contiguous() and torch.equal(cache.buf[..., :100, :], kept)
 
 
 def test_hf_agent_sampling_follows_its_seed(one_thread, tiny_model_dir):
