@@ -285,8 +285,9 @@ class HFAgent(Agent):
         self.cache = SlotCache(self.net.config, self.dtype, device)
         self.prefixes = []    # Conversations of recent first prompts (least recently used first)
         # tokens prefilled / taken from cache / generated, decode steps, most rows in one step, seconds
-        # spent generating
-        self.stats = dict.fromkeys(("prefilled", "reused", "generated", "steps", "max_rows", "busy_s"), 0)
+        # spent generating, and the cached tokens decode steps attended to / read (the rows' capacity)
+        self.stats = dict.fromkeys(("prefilled", "reused", "generated", "steps", "max_rows", "busy_s",
+                                    "cache_attended", "cache_read"), 0)
         self.episode = threading.local()
         # a fast tokenizer used from several threads can fail "Already borrowed"
         self.tokenizer_lock = threading.Lock()
@@ -449,6 +450,8 @@ class HFAgent(Agent):
             row.tokens.append(token)
         self.stats["steps"] += 1
         self.stats["max_rows"] = max(self.stats["max_rows"], len(rows))
+        self.stats["cache_attended"] += int(positions.sum()) + len(rows)
+        self.stats["cache_read"] += len(rows) * width
 
     def _text(self, tokens):
         with self.tokenizer_lock:
