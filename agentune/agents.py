@@ -187,7 +187,7 @@ class SlotCache:
     def reserve(self, slots, length):
         """Room for this many slots of this many tokens (slots grow, never shrink)."""
         import torch
-        for dim, need in ((2, slots), (4, -(-length // self.STEP) * self.STEP)):
+        for dim, need in ((2, slots), (4, self._steps(length))):
             have = self.buf.shape[dim]
             if need > have:
                 grow = list(self.buf.shape)
@@ -197,9 +197,13 @@ class SlotCache:
     def fit(self, length):
         """Room for `length` tokens per row, giving back capacity far beyond it (no row may be longer)."""
         self.reserve(0, length)
-        keep = -(-length // self.STEP) * self.STEP
+        keep = self._steps(length)
         if self.capacity - keep > self.SLACK:
             self.buf = self.buf[:, :, :, :, :keep].clone()
+
+    def _steps(self, length):
+        """length rounded up to whole STEPs: the capacity that holds it."""
+        return -(-length // self.STEP) * self.STEP
 
     def update(self, key, value, layer_idx, *args, **kwargs):
         import torch
@@ -265,7 +269,8 @@ class HFAgent(Agent):
         self.dtype = getattr(torch, dtype)
         self.tokenizer = load_tokenizer(model)
         self.net = load_model(model, dtype=self.dtype, device=device).eval()
-        self.packed_linears = pack_cpu_linears(self.net) if device == "cpu" else 0
+        if device == "cpu":
+            pack_cpu_linears(self.net)
         register_cached_gqa()  # grouped-query attention over the slot cache without copying it
         self.attention = CACHED_GQA
         self.net.set_attn_implementation(self.attention)

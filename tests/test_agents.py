@@ -203,8 +203,8 @@ INSTRUCTION = [{"role": "system", "content": "You are a household agent. " * 20}
 def test_hf_agent_multi_turn_cache_gives_plain_greedy_replies(tiny_agent, monkeypatch):
     """Three episodes at once, four turns each: every turn prefills only the new observation on
     top of the episode's cache, the first turns share the cached instruction + example, the
-    cache's capacity grows and shrinks with the longest row, and every reply equals plain
-    model.generate on the whole conversation."""
+    cache's capacity grows with the longest row (shrinking: test_slot_cache_capacity_follows_the_longest_row),
+    and every reply equals plain model.generate on the whole conversation."""
     seen, capacities = {}, set()
     monkeypatch.setattr(tiny_agent.cache, "STEP", 8)  # small steps: the capacity grows within replies
     fit = tiny_agent.cache.fit
