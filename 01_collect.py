@@ -39,6 +39,8 @@ max_tokens = 512             # per reply
 seed = 0                     # explorer: its search order; hf: its sampling at temperature > 0 (another seed, other
                              # trajectories: use another out_dir)
 hf_dtype = "auto"            # hf: auto (bf16 where the CPU/GPU computes it fast) | float32 (= plain fp32 greedy) | bfloat16
+hf_draft = 8                 # hf, greedy: tokens drafted per decode step from the conversation (prompt lookup),
+                             # kept only where greedy decoding picks them; 0 = none
 workers = 8                  # concurrent episodes per environment
 max_turns = 0                # agent replies per episode; 0 = each env's own limit (AgentBench's)
 limit = 0                    # 0 = every task; N = N tasks of each env spread over its list (fixed seed; a larger N starts with a smaller one's)
@@ -80,7 +82,7 @@ for name in env:
 player = make_agent(agent, model=model, base_url=base_url,   # an unknown agent fails here; hf loads its checkpoint
                     temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                     **({"seed": seed} if agent in ("explorer", "hf") else {}),
-                    **({"dtype": hf_dtype} if agent == "hf" else {}))
+                    **({"dtype": hf_dtype, "draft": hf_draft} if agent == "hf" else {}))
 save_config(config, os.path.join(out_dir, f"config{suffix}.json"))  # the first write: makes out_dir
 
 # -----------------------------------------------------------------------------

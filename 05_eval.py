@@ -42,6 +42,8 @@ max_tokens = 512      # new tokens per reply, capped by each task's upstream lim
 upstream_reply_limits = True  # cap max_tokens by each task's upstream limit (False: max_tokens everywhere)
 hf_dtype = "auto"     # hf agent: auto (bf16 where the CPU/GPU computes it fast; replies can differ from
                       # fp32's) | float32 (replies identical to plain fp32 greedy decoding) | bfloat16
+hf_draft = 8          # hf agent, greedy: tokens drafted per reply and decode step from the conversation
+                      # (prompt lookup), kept only where greedy decoding picks them; 0 = none
 max_turns = 0         # agent replies per episode; 0 = each env's own limit (AgentBench's). Lower only
                       # for quick smoke runs: scores are then not comparable to the paper's
 # --- data: evaluation splits only, never what 01_collect.py collects from. Held-in: AgentBench's
@@ -125,7 +127,7 @@ if "mtbench" in task_names and not judge_model:
     task_names.remove("mtbench")
 prepared = {task: prepare(task) for task in task_names}
 agent_obj = make_agent(agent, model=model, base_url=base_url, temperature=temperature, max_tokens=max_tokens,
-                       **({"dtype": hf_dtype} if agent == "hf" else {}))
+                       **({"dtype": hf_dtype, "draft": hf_draft} if agent == "hf" else {}))
 agent_info = agent_obj.describe()
 if not label:
     label = os.path.basename(os.path.normpath(model)) if model else ("expert" if agent == "expert" else agent_info["model"])

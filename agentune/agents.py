@@ -178,7 +178,9 @@ class SlotCache:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.buf = torch.zeros(config.num_hidden_layers, 2, slots, heads, capacity, head_dim,
                                dtype=dtype, device=device)
-        self.rows, self.pos, self.width = slice(0, 0), 0, 0  # what the current forward reads and writes
+        # what the current forward reads and writes: its rows, the new tokens' positions (an int: one
+        # row's consecutive tokens from there; a tensor: each token's own, in row row_of[i]), the width
+        self.rows, self.pos, self.row_of, self.width = slice(0, 0), 0, None, 0
 
     @property
     def capacity(self):
@@ -206,15 +208,13 @@ class SlotCache:
         return -(-length // self.STEP) * self.STEP
 
     def update(self, key, value, layer_idx, *args, **kwargs):
-        import torch
         k, v = self.buf[layer_idx, 0, self.rows], self.buf[layer_idx, 1, self.rows]
         if isinstance(self.pos, int):  # a prefill: consecutive positions from pos, one row
             k[:, :, self.pos:self.pos + key.shape[2]] = key
             v[:, :, self.pos:self.pos + key.shape[2]] = value
-        else:  # a decode step: one token per row, each at its own position
-            rows = torch.arange(key.shape[0], device=key.device)
-            k[rows, :, self.pos] = key[:, :, 0]
-            v[rows, :, self.pos] = value[:, :, 0]
+        else:  # a decode step: the new tokens of all rows as one sequence, each to its row and position
+            k[self.row_of, :, self.pos] = key[0].transpose(0, 1)
+            v[self.row_of, :, self.pos] = value[0].transpose(0, 1)
         return k[:, :, :self.width], v[:, :, :self.width]
 
 
@@ -239,6 +239,7 @@ class _Row:
     request: _Request
     length: int                # tokens whose keys/values are in the row's slot
     tokens: list               # generated so far; the last one is not in the slot yet
+    draft: int = 2             # tokens to draft next step (_draft): grows while drafts hold, shrinks when not
 
 
 class HFAgent(Agent):
@@ -256,7 +257,7 @@ class HFAgent(Agent):
     kind = "hf"
 
     def __init__(self, model="", temperature=0.0, top_p=1.0, max_tokens=512, batch_size=16,
-                 stop=(), dtype="auto", device="", prefix_cache=8, seed=0):
+                 stop=(), dtype="auto", device="", prefix_cache=8, seed=0, draft=8, draft_ngram=3):
         import torch
         from agentune.attention import CACHED_GQA, register_cached_gqa
         from agentune.model import DEFAULT_MODEL, load_model, load_tokenizer, pack_cpu_linears
@@ -282,6 +283,7 @@ class HFAgent(Agent):
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.stop = [s for s in ([stop] if isinstance(stop, str) else stop) if s]
         self.batch_size, self.device, self.prefix_cache = batch_size, device, prefix_cache
+        self.draft, self.draft_ngram = draft, draft_ngram  # prompt lookup: see _draft
         self.max_positions = getattr(self.net.config, "max_position_embeddings", None)
         # end of turn: the generation config's eos ids (ChatML: <|im_end|>) and the tokenizer's
         eos = self.net.generation_config.eos_token_id
@@ -290,9 +292,10 @@ class HFAgent(Agent):
         self.cache = SlotCache(self.net.config, self.dtype, device)
         self.prefixes = []    # Conversations of recent first prompts (least recently used first)
         # tokens prefilled / taken from cache / generated, decode steps, most rows in one step, seconds
-        # spent generating, and the cached tokens decode steps attended to / read (the rows' capacity)
+        # spent generating, the cached tokens decode steps attended to / read (the rows' capacity), and
+        # the tokens drafted / accepted by greedy decoding
         self.stats = dict.fromkeys(("prefilled", "reused", "generated", "steps", "max_rows", "busy_s",
-                                    "cache_attended", "cache_read"), 0)
+                                    "cache_attended", "cache_read", "drafted", "accepted"), 0)
         self.episode = threading.local()
         # a fast tokenizer used from several threads can fail "Already borrowed"
         self.tokenizer_lock = threading.Lock()
@@ -392,13 +395,14 @@ class HFAgent(Agent):
                 rows = []
             self.stats["busy_s"] += time.perf_counter() - start
 
-    def _forward(self, ids, positions, mask, **attention):
+    def _forward(self, ids, positions, mask, keep=1, **attention):
+        """The model over the cache: fp32 logits of the last `keep` positions (0: all)."""
         import torch
         with self.forward_lock, torch.no_grad():
             out = self.net(input_ids=torch.tensor(ids, device=self.device), position_ids=positions,
                            attention_mask=mask, past_key_values=self.cache, use_cache=True,
-                           logits_to_keep=1, **attention)
-        return out.logits[:, -1].float()
+                           logits_to_keep=keep, **attention)
+        return out.logits.float()
 
     def _pick(self, logits):
         """The next token of each row: argmax (greedy), or a top-p sample."""
@@ -432,7 +436,7 @@ class HFAgent(Agent):
         positions = torch.arange(reused, len(ids), device=self.device)
         mask = torch.arange(len(ids), device=self.device)[None, :] <= positions[:, None]
         self.cache.rows, self.cache.pos, self.cache.width = slice(slot, slot + 1), reused, len(ids)
-        logits = self._forward([ids[reused:]], positions[None], mask[None, None])
+        logits = self._forward([ids[reused:]], positions[None], mask[None, None])[:, -1]
         self.stats["prefilled"] += len(ids) - reused
         self.stats["reused"] += reused
         # an episode's first prompt that is mostly new: keep it for the episodes that share it
@@ -441,21 +445,69 @@ class HFAgent(Agent):
             del self.prefixes[:-self.prefix_cache]
         return _Row(request, len(ids), self._pick(logits))
 
+    def _draft(self, row):
+        """Tokens the reply may go on with, for the decode step to check (prompt lookup decoding,
+        as transformers' prompt_lookup_num_tokens): what followed the latest earlier occurrence of
+        the conversation's last n tokens (n = draft_ngram, else fewer) with `room` tokens after it
+        (else the latest); `room`: the row's own draft length (it starts at 2, grows by 2 after a
+        draft greedy decoding kept whole, shrinks by 1 after one it did not, as transformers'
+        assisted generation's heuristic schedule), at most `draft`. Agents repeat the names their observations list and their own earlier
+        actions, where drafts hit. Greedy only: sampling would need rejection sampling to keep its
+        distribution."""
+        import numpy as np
+        room = min(self.draft, row.draft, row.request.limit - len(row.tokens) - 1)
+        if room <= 0 or self.sampling["temperature"] > 0:
+            return []
+        seq = np.asarray(row.request.ids + row.tokens)
+        for n in range(min(self.draft_ngram, len(seq) - 1), 0, -1):
+            found = np.ones(len(seq) - n, dtype=bool)  # where an earlier copy of the last n tokens starts
+            for j in range(n):
+                found &= seq[j:len(seq) - n + j] == seq[len(seq) - n + j]
+            found = np.flatnonzero(found) + n  # where what followed it starts
+            if len(found):  # the latest with `room` tokens after it (a run of one token has its own copy just behind)
+                whole = found[found + room <= len(seq)]
+                start = int(whole[-1] if len(whole) else found[-1])
+                return seq[start:start + room].tolist()
+        return []
+
     def _decode(self, rows):
-        """One step for every row: feed its last token, pick the next."""
+        """One step for every row: feed its last token and the tokens drafted after it (_draft), all
+        rows' as one flat sequence, and keep what greedy decoding picks: the drafted tokens up to the
+        first it would not have picked, then its own pick. A row thus gains one token or more a step,
+        and its reply is the one decoding a token at a time would give."""
         import torch
-        positions = torch.tensor([row.length for row in rows], device=self.device)
+        feeds = [[row.tokens[-1], *self._draft(row)] for row in rows]
+        row_of = torch.tensor([i for i, feed in enumerate(feeds) for _ in feed], device=self.device)
+        col_of = torch.tensor([j for feed in feeds for j in range(len(feed))], device=self.device)
+        lengths = torch.tensor([row.length for row in rows], device=self.device)
+        positions = lengths[row_of] + col_of
         self.cache.fit(int(positions.max()) + 1)
         width = self.cache.capacity  # the rows' whole capacity, read in place (see SlotCache)
-        mask = torch.arange(width, device=self.device)[None, :] <= positions[:, None]
-        self.cache.rows, self.cache.pos, self.cache.width = slice(0, len(rows)), positions, width
-        logits = self._forward([[row.tokens[-1]] for row in rows], positions[:, None], mask[:, None, None])
-        for row, token in zip(rows, self._pick(logits)):
-            row.length += 1
-            row.tokens.append(token)
+        # new token j of row i sees the cache up to its own position: an additive bias, built once a step
+        last = lengths[:, None] + torch.arange(max(map(len, feeds)), device=self.device)[None, :]
+        hidden = torch.arange(width, device=self.device)[None, None, :] > last[:, :, None]
+        bias = torch.zeros(hidden.shape, device=self.device).masked_fill_(hidden, float("-inf"))[:, None]
+        self.cache.rows, self.cache.pos, self.cache.row_of = slice(0, len(rows)), positions, row_of
+        self.cache.width = width
+        logits = self._forward([sum(feeds, [])], positions[None], bias, keep=0, row_of=row_of, col_of=col_of)
+        picks = self._pick(logits[0])
+        for row, feed in zip(rows, feeds):
+            picked, picks = picks[:len(feed)], picks[len(feed):]
+            accepted = 0  # picked[j] follows feed[j]: drafted feed[j + 1] stands if it is picked[j]
+            while accepted + 1 < len(feed) and feed[accepted + 1] == picked[accepted]:
+                accepted += 1
+            for token in picked[:accepted + 1]:
+                row.tokens.append(token)
+                row.length += 1  # the token before it is in the slot now
+                if self._done(row):
+                    break
+            if len(feed) > 1:  # a checked draft costs attention over the whole row: draft more only while they hold
+                row.draft = min(self.draft, row.draft + 2) if accepted == len(feed) - 1 else max(1, row.draft - 1)
+            self.stats["drafted"] += len(feed) - 1
+            self.stats["accepted"] += accepted
         self.stats["steps"] += 1
         self.stats["max_rows"] = max(self.stats["max_rows"], len(rows))
-        self.stats["cache_attended"] += int(positions.sum()) + len(rows)
+        self.stats["cache_attended"] += int(lengths.sum()) + len(row_of)
         self.stats["cache_read"] += len(rows) * width
 
     def _text(self, tokens):

@@ -94,35 +94,42 @@ CACHED_GQA = "cached_gqa"
 
 def register_cached_gqa():
     """Make attn_implementation='cached_gqa' known to transformers: the hf agent's attention over
-    its slot cache (agentune.agents.SlotCache), which hands each layer its rows' keys/values and
-    an explicit 4-D boolean mask.
+    its slot cache (agentune.agents.SlotCache), which hands each layer its rows' keys/values.
 
-    A decode step (one query per row) multiplies each kv head's group of queries with that head's
-    keys, softmax in fp32, the mask added as a bias. transformers' sdpa path instead runs PyTorch's
-    flash kernel, which is slow on CPUs for one query per row, and repeats keys/values per head on
-    devices without native GQA. The cache hands over its rows' whole capacity, one contiguous
-    block, which the CPU's batched bf16 matmul reads in place (strided views it copies first). A
-    prefill (several new tokens, one row) goes to SDPA with native grouped-query attention."""
+    A decode step feeds the new tokens of all rows as one flat sequence (1, heads, tokens, dim):
+    each row's last token and the tokens drafted after it (agentune.agents.HFAgent._draft). The
+    forward's kwargs say where each token belongs: `row_of` (its row of the cache) and `col_of`
+    (its place among its row's new tokens); the mask is an additive float bias
+    (rows, 1, most new tokens of a row, width). The queries are laid out per row, each kv head's
+    group of queries is multiplied with that head's keys (no per-head copies), softmax in fp32, and
+    the outputs go back to the flat order. The linears before and after thus see only real tokens.
+    transformers' sdpa path instead runs PyTorch's flash kernel, slow on CPUs for a few queries per
+    row, and repeats keys/values per head on devices without native GQA. The cache hands over its
+    rows' whole capacity, one contiguous block, which the CPU's batched bf16 matmul reads in place
+    (strided views it copies first). A prefill (one row, no row_of) goes to SDPA with native
+    grouped-query attention and a boolean mask (or none: model.generate's first forward)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-        rows, heads, new, dim = query.shape
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                  row_of=None, col_of=None, **kwargs):
+        heads, dim = query.shape[1], query.shape[3]
         scaling = dim ** -0.5 if scaling is None else scaling
-        if new > 1:  # no mask: plain causal (model.generate's first forward)
+        if row_of is None:
             out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scaling,
                                                  is_causal=attention_mask is None, enable_gqa=True)
             return out.transpose(1, 2).contiguous(), None
-        kv_heads = key.shape[1]
-        grouped = query.reshape(rows, kv_heads, heads // kv_heads, dim)
-        scores = torch.matmul(grouped, key.transpose(-1, -2)).float().mul_(scaling)  # (rows, kv heads, group, width)
-        if attention_mask is not None:  # (rows, 1, 1, width), True where a row may attend
-            # an added bias: masked_fill over the scores is ~15x slower on CPU
-            scores += torch.zeros(attention_mask.shape, device=scores.device).masked_fill_(~attention_mask,
-                                                                                          float("-inf"))
-        probs = torch.softmax(scores, dim=-1).to(value.dtype)
-        out = torch.matmul(probs, value)  # (rows, kv heads, group, dim)
-        return out.reshape(rows, heads, 1, dim).transpose(1, 2).contiguous(), None  # (rows, 1, heads, dim)
+        rows, kv_heads, width, _ = key.shape
+        span = attention_mask.shape[2]  # the most new tokens of one row
+        group = heads // kv_heads
+        laid = query.new_zeros(rows, heads, span, dim)
+        laid[row_of, :, col_of] = query[0].transpose(0, 1)
+        grouped = laid.reshape(rows, kv_heads, group * span, dim)
+        scores = torch.matmul(grouped, key.transpose(-1, -2)).float().mul_(scaling)  # (rows, kv heads, group * span, width)
+        scores = scores.view(rows, kv_heads, group, span, width).add_(attention_mask.unsqueeze(1))
+        probs = torch.softmax(scores, dim=-1).to(value.dtype).view(rows, kv_heads, group * span, width)
+        out = torch.matmul(probs, value).view(rows, heads, span, dim)
+        return out[row_of, :, col_of].unsqueeze(0), None  # (1, tokens, heads, dim)
 
     AttentionInterface.register(CACHED_GQA, attention)
     AttentionMaskInterface.register(CACHED_GQA, sdpa_mask)

@@ -10,7 +10,8 @@ agent's busy time: waits for the environment are not counted; alfworld_std_wall_
 The naive replies also say how often the new agent's replies equal fp32 plain greedy ones (all
 of them in fp32; bf16 changes some).
 cache_read_efficiency: the cached tokens the decode steps attended to over those they read (every
-row reads the cache's whole capacity, which follows the longest row).
+row reads the cache's whole capacity, which follows the longest row). draft_acceptance: the share
+of drafted tokens (prompt lookup, HFAgent._draft) that greedy decoding kept.
 The CPU may be shared with other jobs: only ratios measured in one run mean much.
 The last line printed is JSON: naive_tokens_per_s, tokens_per_s, speedup, alfworld_std_wall_s, ...
 """
@@ -26,6 +27,7 @@ split = "std"          # ALFWorld split: std = AgentBench's 50 test games
 games = 50
 workers = 8            # concurrent episodes (05_eval.py's default)
 dtype = "auto"         # the new agent's (auto: bf16 where the CPU has bf16 units, else fp32)
+draft = 8              # the new agent's drafted tokens per row and step (prompt lookup; 0 = none)
 naive_turns = 12       # turns replayed with naive generation
 threads = 0            # torch threads (0 = torch's default)
 episodes = ""          # keep the new agent's episodes in this JSONL ('' = a temporary file)
@@ -45,9 +47,9 @@ if threads:
 env_cls = env_class("alfworld")
 tasks = env_cls.load_tasks(None, split)[:games]
 limit = env_cls.max_reply_tokens or 512  # AgentBench: 128 new tokens per reply
-agent = make_agent("hf", model=model, max_tokens=limit, dtype=dtype)
+agent = make_agent("hf", model=model, max_tokens=limit, dtype=dtype, draft=draft)
 result = {"split": split, "workers": workers, "max_tokens": limit, "threads": torch.get_num_threads(),
-          "dtype": agent.describe()["dtype"]}
+          "dtype": agent.describe()["dtype"], "draft": draft}
 with tempfile.TemporaryDirectory() as tmp:
     path = episodes or os.path.join(tmp, "new.jsonl")
     if os.path.exists(path):
@@ -64,7 +66,8 @@ result.update(games=len(records), finish=summary["finish"], success_rate=summary
               prefilled_tokens=stats["prefilled"], reused_tokens=stats["reused"],
               max_batch=stats["max_rows"], busy_s=stats["busy_s"], decode_steps=stats["steps"],
               tokens_per_step=stats["generated"] / max(1, stats["steps"]),  # a reply's first comes from its prefill
-              cache_read_efficiency=stats["cache_attended"] / max(1, stats["cache_read"]))
+              cache_read_efficiency=stats["cache_attended"] / max(1, stats["cache_read"]),
+              drafted_tokens=stats["drafted"], draft_acceptance=stats["accepted"] / max(1, stats["drafted"]))
 
 # every (conversation so far, reply) the new agent produced; naive replays an even spread of them
 turns = [(r["messages"][:i], m["content"]) for r in records

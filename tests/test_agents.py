@@ -145,11 +145,11 @@ def test_hf_agent_batches_concurrent_episodes(tmp_path, hf_agent):
         assert hf_agent.reply_plain(prompt).content == reply["content"]
 
 
-@pytest.mark.parametrize("new,capacity", [(1, 40), (1, 64), (5, 64)])
+@pytest.mark.parametrize("new,capacity", [((1, 1, 1), 40), ((1, 1, 1), 64), ((1, 4, 2), 64)])
 def test_cached_gqa_equals_transformers_sdpa(new, capacity):
-    """The hf agent's attention (grouped queries over the cache's rows: a decode step over the rows'
-    whole capacity, as SlotCache hands it, or over a strided view; a prefill) equals transformers'
-    sdpa path on rows of different lengths, in fp32."""
+    """The hf agent's decode attention (the new tokens of all rows as one flat sequence, laid out
+    per row, grouped queries over the rows' keys: the whole capacity, as SlotCache hands it, or a
+    strided view) equals transformers' sdpa path run on each row alone, in fp32."""
     import torch
     from transformers import AttentionInterface
     from agentune.attention import CACHED_GQA, register_cached_gqa
@@ -158,17 +158,26 @@ def test_cached_gqa_equals_transformers_sdpa(new, capacity):
     rows, heads, kv_heads, dim, width = 3, 6, 2, 16, 40
     cache = torch.randn(2, rows, kv_heads, capacity, dim)
     key, value = cache[0, :, :, :width], cache[1, :, :, :width]  # strided when the capacity is larger
-    query = torch.randn(rows, heads, new, dim)
-    lengths = torch.tensor([width, 17, 29])  # each row's last position + 1
-    positions = lengths[:, None] - new + torch.arange(new)[None, :]
-    mask = (torch.arange(width)[None, None, :] <= positions[:, :, None])[:, None]  # (rows, 1, new, width)
+    lengths = [width, 17, 29]  # each row's last new position + 1
+    row_of = torch.tensor([i for i, n in enumerate(new) for _ in range(n)])
+    col_of = torch.tensor([j for n in new for j in range(n)])
+    positions = torch.tensor(lengths)[row_of] - torch.tensor(new)[row_of] + col_of
+    query = torch.randn(1, heads, len(row_of), dim)
+    last = torch.full((rows, max(new)), width)  # a row's padding queries may see anything
+    last[row_of, col_of] = positions
+    bias = torch.zeros(rows, 1, max(new), width).masked_fill_(torch.arange(width) > last[:, None, :, None], float("-inf"))
 
     class Layer(torch.nn.Module):
         num_key_value_groups, is_causal, training = heads // kv_heads, True, False
-    ours, _ = AttentionInterface()[CACHED_GQA](Layer(), query, key, value, mask, scaling=0.25)
-    theirs, _ = AttentionInterface()["sdpa"](Layer(), query, key, value, mask, scaling=0.25)
-    assert ours.shape == theirs.shape == (rows, new, heads, dim)
-    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    ours, _ = AttentionInterface()[CACHED_GQA](Layer(), query, key, value, bias, scaling=0.25,
+                                               row_of=row_of, col_of=col_of)
+    assert ours.shape == (1, len(row_of), heads, dim)
+    for i in range(rows):
+        mine = row_of == i
+        mask = (torch.arange(width)[None, :] <= positions[mine][:, None])[None, None]
+        theirs, _ = AttentionInterface()["sdpa"](Layer(), query[:, :, mine], key[i:i + 1], value[i:i + 1], mask,
+                                                 scaling=0.25)
+        torch.testing.assert_close(ours[:, mine], theirs, rtol=1e-5, atol=1e-6)
 
 
 def test_packed_cpu_linears_equal_plain_ones():
@@ -206,7 +215,7 @@ def test_hf_agent_multi_turn_cache_gives_plain_greedy_replies(tiny_agent, monkey
     cache's capacity grows with the longest row (shrinking: test_slot_cache_capacity_follows_the_longest_row),
     and every reply equals plain model.generate on the whole conversation."""
     seen, capacities = {}, set()
-    monkeypatch.setattr(tiny_agent.cache, "STEP", 8)  # small steps: the capacity grows within replies
+    monkeypatch.setattr(tiny_agent.cache, "STEP", 4)  # small steps: the capacity grows within replies
     fit = tiny_agent.cache.fit
     monkeypatch.setattr(tiny_agent.cache, "fit", lambda length: (fit(length), capacities.add(tiny_agent.cache.capacity)))
 
@@ -231,6 +240,30 @@ def test_hf_agent_multi_turn_cache_gives_plain_greedy_replies(tiny_agent, monkey
     assert len(capacities) > 4  # decode steps read a capacity that changed as the rows grew
     for messages, reply in seen.values():
         assert reply.usage["completion_tokens"] <= 12
+        assert reply.content == tiny_agent.reply_plain(messages).content
+
+
+def test_hf_agent_drafts_never_change_replies(tiny_agent, monkeypatch):
+    """A decode step keeps a drafted token only where greedy decoding picks it: with drafts that
+    go wrong after their first token, rows checking drafts of different lengths side by side, the
+    replies still equal plain model.generate on the whole conversation."""
+    draft = tiny_agent._draft
+    monkeypatch.setattr(tiny_agent, "_draft", lambda row: [t if j == 0 else (t * 7 + j) % 1000
+                                                           for j, t in enumerate(draft(row))])
+    seen = {}
+
+    def episode(k):
+        tiny_agent.start_episode()
+        messages = INSTRUCTION + [{"role": "user", "content": f"Task {k}: " + "open drawer 2, " * k}]
+        seen[k] = (messages, tiny_agent.reply(messages))
+
+    before = dict(tiny_agent.stats)
+    threads = [threading.Thread(target=episode, args=(k,)) for k in range(3)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    drafted, accepted = (tiny_agent.stats[key] - before[key] for key in ("drafted", "accepted"))
+    assert drafted > accepted > 0
+    for messages, reply in seen.values():
         assert reply.content == tiny_agent.reply_plain(messages).content
 
 
