@@ -486,7 +486,7 @@ class HFAgent(Agent):
         # new token j of row i sees the cache up to its own position: an additive bias, built once a step
         last = lengths[:, None] + torch.arange(max(map(len, feeds)), device=self.device)[None, :]
         hidden = torch.arange(width, device=self.device)[None, None, :] > last[:, :, None]
-        bias = torch.zeros(hidden.shape, device=self.device).masked_fill_(hidden, float("-inf"))[:, None]
+        bias = torch.zeros(hidden.shape, dtype=self.dtype, device=self.device).masked_fill_(hidden, float("-inf"))[:, None]
         self.cache.rows, self.cache.pos, self.cache.row_of = slice(0, len(rows)), positions, row_of
         self.cache.width = width
         logits = self._forward([sum(feeds, [])], positions[None], bias, keep=0, row_of=row_of, col_of=col_of)
