@@ -292,10 +292,11 @@ class HFAgent(Agent):
         self.cache = SlotCache(self.net.config, self.dtype, device)
         self.prefixes = []    # Conversations of recent first prompts (least recently used first)
         # tokens prefilled / taken from cache / generated, decode steps, most rows in one step, seconds
-        # spent generating, the cached tokens decode steps attended to / read (the rows' capacity), and
-        # the tokens drafted / accepted by greedy decoding
+        # spent generating, the cached tokens decode steps attended to / read (the rows' capacity), the
+        # tokens drafted / accepted by greedy decoding, and the tokens decode steps fed / the queries their
+        # attention laid out (every row as many as the row with the most new tokens)
         self.stats = dict.fromkeys(("prefilled", "reused", "generated", "steps", "max_rows", "busy_s",
-                                    "cache_attended", "cache_read", "drafted", "accepted"), 0)
+                                    "cache_attended", "cache_read", "drafted", "accepted", "fed", "queries"), 0)
         self.episode = threading.local()
         # a fast tokenizer used from several threads can fail "Already borrowed"
         self.tokenizer_lock = threading.Lock()
@@ -509,6 +510,8 @@ class HFAgent(Agent):
         self.stats["max_rows"] = max(self.stats["max_rows"], len(rows))
         self.stats["cache_attended"] += int(lengths.sum()) + len(row_of)
         self.stats["cache_read"] += len(rows) * width
+        self.stats["fed"] += len(row_of)
+        self.stats["queries"] += len(rows) * last.shape[1]
 
     def _text(self, tokens):
         with self.tokenizer_lock:

@@ -75,7 +75,9 @@ for draft, stats in runs.items():
         "tokens_per_s_rounds": [round(s["generated"] / s["busy_s"], 2) for s in stats],
         "generated_tokens": best["generated"], "decode_steps": best["steps"],
         "tokens_per_step": round(best["generated"] / max(1, best["steps"]), 2),
-        "draft_acceptance": round(best["accepted"] / max(1, best["drafted"]), 2)}
+        "draft_acceptance": round(best["accepted"] / max(1, best["drafted"]), 2),
+        # tokens fed over the queries decode attention laid out (rows padded to the most new tokens)
+        "query_efficiency": round(best["fed"] / max(1, best["queries"]), 2)}
 first, last = (result["settings"][d]["tokens_per_s"] for d in (drafts[0], drafts[-1]))
 result["speedup"] = round(last / first, 2)
 print(json.dumps(result))
