@@ -246,7 +246,8 @@ class HFAgent(Agent):
     """A local checkpoint in-process, generating for all concurrent episodes at once.
 
     Worker threads render their conversation and queue it; one generation thread runs a
-    continuous batch: each decode step advances every reply in flight by one token, a finished
+    continuous batch: each decode step advances every reply in flight by one token, or more
+    where tokens drafted from the conversation are what greedy decoding picks (_draft), a finished
     reply frees its slot at once and a queued request takes it (after prefilling its prompt).
     The keys/values of each episode are kept across its turns, so a turn prefills only what is
     new (the last observation); an episode's first prompt reuses the cached instruction and
@@ -452,9 +453,9 @@ class HFAgent(Agent):
         the conversation's last n tokens (n = draft_ngram, else fewer) with `room` tokens after it
         (else the latest); `room`: the row's own draft length (it starts at 2, grows by 2 after a
         draft greedy decoding kept whole, shrinks by 1 after one it did not, as transformers'
-        assisted generation's heuristic schedule), at most `draft`. Agents repeat the names their observations list and their own earlier
-        actions, where drafts hit. Greedy only: sampling would need rejection sampling to keep its
-        distribution."""
+        assisted generation's heuristic schedule), at most `draft`. Agents repeat the names their
+        observations list and their own earlier actions, where drafts hit. Greedy only: sampling
+        would need rejection sampling to keep its distribution."""
         import numpy as np
         room = min(self.draft, row.draft, row.request.limit - len(row.tokens) - 1)
         if room <= 0 or self.sampling["temperature"] > 0:
@@ -487,7 +488,8 @@ class HFAgent(Agent):
         # new token j of row i sees the cache up to its own position: an additive bias, built once a step
         last = lengths[:, None] + torch.arange(max(map(len, feeds)), device=self.device)[None, :]
         hidden = torch.arange(width, device=self.device)[None, None, :] > last[:, :, None]
-        bias = torch.zeros(hidden.shape, dtype=self.dtype, device=self.device).masked_fill_(hidden, float("-inf"))[:, None]
+        bias = torch.zeros(hidden.shape, dtype=self.dtype, device=self.device)
+        bias = bias.masked_fill_(hidden, float("-inf"))[:, None]  # (rows, 1, most new tokens of a row, width)
         self.cache.rows, self.cache.pos, self.cache.row_of = slice(0, len(rows)), positions, row_of
         self.cache.width = width
         logits = self._forward([sum(feeds, [])], positions[None], bias, keep=0, row_of=row_of, col_of=col_of)

@@ -127,7 +127,8 @@ def register_cached_gqa():
         grouped = laid.reshape(rows, kv_heads, group * span, dim)
         # softmax takes the scores in the model's dtype: it computes in fp32 inside and rounds its output
         # as a cast after an fp32 softmax would; an fp32 copy of the scores made a drafted step's
-        # softmax ~2.5x slower (the products are bf16-rounded anyway; scaling 1/8 is exact)
+        # softmax ~2.5x slower (the products are rounded to bf16 anyway; at head dim 64 the scaling, 1/8,
+        # is exact)
         scores = torch.matmul(grouped, key.transpose(-1, -2)).mul_(scaling)  # (rows, kv heads, group * span, width)
         scores = scores.view(rows, kv_heads, group, span, width).add_(attention_mask.unsqueeze(1))
         probs = torch.softmax(scores, dim=-1).view(rows, kv_heads, group * span, width)

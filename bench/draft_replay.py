@@ -8,8 +8,11 @@ recorded, `workers` episodes at once, each episode's turns in order (so its cach
 between turns as in an eval). Each setting of `drafts` (the agent's `draft`: 0 = none) replays
 the same turns; the settings alternate for `rounds` rounds in one process, on one model.
 Rates are generated tokens per second of generation (busy time).
-The last line printed is JSON: per draft setting tokens/s, decode steps, tokens per step and the
-share of drafted tokens kept, and `speedup` (the last setting's tokens/s over the first's).
+A turn the agent cannot answer (e.g. over the model's context) is skipped and counted.
+The last line printed is JSON: per draft setting tokens/s, decode steps, tokens per step, the share
+of drafted tokens kept, `query_efficiency` (tokens fed over the queries the decode attention laid
+out: rows are padded to the row with most new tokens) and skipped turns, and `speedup` (the last
+setting's tokens/s over the first's).
     python bench/eval_throughput.py --episodes=runs/bench/alfworld_std.jsonl
     python bench/draft_replay.py --episodes=runs/bench/alfworld_std.jsonl --games=16
 """
@@ -33,7 +36,7 @@ config = configure(globals())
 
 import torch  # noqa: E402
 
-from agentune.agents import make_agent  # noqa: E402
+from agentune.agents import ContextLimit, LLMError, make_agent  # noqa: E402
 from agentune.records import read_jsonl  # noqa: E402
 
 if not episodes:
@@ -46,10 +49,17 @@ agent = make_agent("hf", model=model, max_tokens=max_tokens, dtype=dtype)
 
 
 def replay(messages):
+    """Ask every assistant turn of one episode again, in order; how many the agent could not answer."""
     agent.start_episode()
+    skipped = 0
     for i, message in enumerate(messages):
         if message["role"] == "assistant":
-            agent.reply(messages[:i])
+            try:
+                agent.reply(messages[:i])
+            except (ContextLimit, LLMError) as e:
+                print(f"skipped a turn: {e}")
+                skipped += 1
+    return skipped
 
 
 runs = {draft: [] for draft in drafts}
@@ -59,8 +69,8 @@ for round_ in range(rounds):
         agent.stats = dict.fromkeys(agent.stats, 0)
         start = time.time()
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(replay, conversations))
-        stats = dict(agent.stats, wall_s=time.time() - start)
+            skipped = sum(pool.map(replay, conversations))
+        stats = dict(agent.stats, wall_s=time.time() - start, skipped=skipped)
         runs[draft].append(stats)
         print(f"round {round_ + 1} draft {draft}: {stats['generated']} tokens in {stats['busy_s']:.1f} s "
               f"({stats['generated'] / stats['busy_s']:.2f} tokens/s), {stats['steps']} decode steps, "
@@ -77,7 +87,7 @@ for draft, stats in runs.items():
         "tokens_per_step": round(best["generated"] / max(1, best["steps"]), 2),
         "draft_acceptance": round(best["accepted"] / max(1, best["drafted"]), 2),
         # tokens fed over the queries decode attention laid out (rows padded to the most new tokens)
-        "query_efficiency": round(best["fed"] / max(1, best["queries"]), 2)}
+        "query_efficiency": round(best["fed"] / max(1, best["queries"]), 2), "skipped_turns": best["skipped"]}
 first, last = (result["settings"][d]["tokens_per_s"] for d in (drafts[0], drafts[-1]))
 result["speedup"] = round(last / first, 2)
 print(json.dumps(result))
