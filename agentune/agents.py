@@ -242,6 +242,19 @@ class _Row:
     draft: int = 2             # tokens to draft next step (_draft): grows while drafts hold, shrinks when not
 
 
+def generation_rates(stats):
+    """What an HFAgent's stats say per unit: generated tokens per second of generation and per decode
+    step (a reply's first token comes from its prefill), the cached tokens the decode steps attended
+    to over those they read (every row reads the cache's whole capacity, which follows the longest
+    row), the share of drafted tokens greedy decoding kept, and the tokens the decode steps fed over
+    the queries their attention laid out (rows padded to the row with most new tokens)."""
+    return {"tokens_per_s": stats["generated"] / max(1e-9, stats["busy_s"]),
+            "tokens_per_step": stats["generated"] / max(1, stats["steps"]),
+            "cache_read_efficiency": stats["cache_attended"] / max(1, stats["cache_read"]),
+            "draft_acceptance": stats["accepted"] / max(1, stats["drafted"]),
+            "query_efficiency": stats["fed"] / max(1, stats["queries"])}
+
+
 class HFAgent(Agent):
     """A local checkpoint in-process, generating for all concurrent episodes at once.
 

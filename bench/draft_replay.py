@@ -36,7 +36,7 @@ config = configure(globals())
 
 import torch  # noqa: E402
 
-from agentune.agents import ContextLimit, LLMError, make_agent  # noqa: E402
+from agentune.agents import ContextLimit, LLMError, generation_rates, make_agent  # noqa: E402
 from agentune.records import read_jsonl  # noqa: E402
 
 if not episodes:
@@ -73,21 +73,19 @@ for round_ in range(rounds):
         stats = dict(agent.stats, wall_s=time.time() - start, skipped=skipped)
         runs[draft].append(stats)
         print(f"round {round_ + 1} draft {draft}: {stats['generated']} tokens in {stats['busy_s']:.1f} s "
-              f"({stats['generated'] / stats['busy_s']:.2f} tokens/s), {stats['steps']} decode steps, "
+              f"({generation_rates(stats)['tokens_per_s']:.2f} tokens/s), {stats['steps']} decode steps, "
               f"drafted {stats['drafted']}, kept {stats['accepted']}")
 agent.close()
 result = {"games": len(conversations), "turns": turns, "workers": workers, "dtype": agent.describe()["dtype"],
           "threads": torch.get_num_threads(), "settings": {}}
 for draft, stats in runs.items():
-    best = max(stats, key=lambda s: s["generated"] / s["busy_s"])
+    rates = [generation_rates(s) for s in stats]
+    best = max(range(len(stats)), key=lambda i: rates[i]["tokens_per_s"])
     result["settings"][draft] = {
-        "tokens_per_s": round(best["generated"] / best["busy_s"], 2),
-        "tokens_per_s_rounds": [round(s["generated"] / s["busy_s"], 2) for s in stats],
-        "generated_tokens": best["generated"], "decode_steps": best["steps"],
-        "tokens_per_step": round(best["generated"] / max(1, best["steps"]), 2),
-        "draft_acceptance": round(best["accepted"] / max(1, best["drafted"]), 2),
-        # tokens fed over the queries decode attention laid out (rows padded to the most new tokens)
-        "query_efficiency": round(best["fed"] / max(1, best["queries"]), 2), "skipped_turns": best["skipped"]}
+        **{name: round(rate, 2) for name, rate in rates[best].items() if name != "cache_read_efficiency"},
+        "tokens_per_s_rounds": [round(r["tokens_per_s"], 2) for r in rates],
+        "generated_tokens": stats[best]["generated"], "decode_steps": stats[best]["steps"],
+        "skipped_turns": stats[best]["skipped"]}
 first, last = (result["settings"][d]["tokens_per_s"] for d in (drafts[0], drafts[-1]))
 result["speedup"] = round(last / first, 2)
 print(json.dumps(result))

@@ -9,9 +9,8 @@ of short and long contexts). Both rates are generated tokens per second of gener
 agent's busy time: waits for the environment are not counted; alfworld_std_wall_s counts them).
 The naive replies also say how often the new agent's replies equal fp32 plain greedy ones (all
 of them in fp32; bf16 changes some).
-cache_read_efficiency: the cached tokens the decode steps attended to over those they read (every
-row reads the cache's whole capacity, which follows the longest row). draft_acceptance: the share
-of drafted tokens (prompt lookup, HFAgent._draft) that greedy decoding kept.
+cache_read_efficiency, draft_acceptance (drafting: prompt lookup, HFAgent._draft), query_efficiency:
+see agentune.agents.generation_rates.
 The CPU may be shared with other jobs: only ratios measured in one run mean much.
 The last line printed is JSON: naive_tokens_per_s, tokens_per_s, speedup, alfworld_std_wall_s, ...
 """
@@ -37,7 +36,7 @@ config = configure(globals())
 
 import torch  # noqa: E402
 
-from agentune.agents import make_agent  # noqa: E402
+from agentune.agents import generation_rates, make_agent  # noqa: E402
 from agentune.envs import env_class  # noqa: E402
 from agentune.records import read_jsonl  # noqa: E402
 from agentune.rollout import run_episodes  # noqa: E402
@@ -62,12 +61,9 @@ with tempfile.TemporaryDirectory() as tmp:
 agent.close()
 stats = agent.stats
 result.update(games=len(records), finish=summary["finish"], success_rate=summary["success_rate"],
-              tokens_per_s=stats["generated"] / stats["busy_s"], generated_tokens=stats["generated"],
-              prefilled_tokens=stats["prefilled"], reused_tokens=stats["reused"],
-              max_batch=stats["max_rows"], busy_s=stats["busy_s"], decode_steps=stats["steps"],
-              tokens_per_step=stats["generated"] / max(1, stats["steps"]),  # a reply's first comes from its prefill
-              cache_read_efficiency=stats["cache_attended"] / max(1, stats["cache_read"]),
-              drafted_tokens=stats["drafted"], draft_acceptance=stats["accepted"] / max(1, stats["drafted"]))
+              generated_tokens=stats["generated"], prefilled_tokens=stats["prefilled"],
+              reused_tokens=stats["reused"], max_batch=stats["max_rows"], busy_s=stats["busy_s"],
+              decode_steps=stats["steps"], drafted_tokens=stats["drafted"], **generation_rates(stats))
 
 # every (conversation so far, reply) the new agent produced; naive replays an even spread of them
 turns = [(r["messages"][:i], m["content"]) for r in records

@@ -5,7 +5,8 @@
 # the earlier runs, whose bf16 roundings can differ slightly). Both cores, nothing else running.
 #   nohup bash experiments/runs_2026-12-03d/miniwob.sh > runs/s10_miniwob.log 2>&1 &
 cd "$(dirname "$0")/../.."
-S=${STUDY:-$PWD/runs/s10} M=${STUDY:-$PWD/runs/s10}/train/eta0.2_db_2ep/final
+S=${STUDY:-$PWD/runs/s10}
+M=$S/train/eta0.2_db_2ep/final
 export OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false
 [ -e $S/eval/eta0.2_db_2ep/miniwob/results.json ] || .venv/bin/python 05_eval.py --label=eta0.2_db_2ep --model=$M \
   --tasks=miniwob --limit=52 --workers=8 --out_dir=$S/eval/eta0.2_db_2ep/miniwob > $S/logs/eta0.2_db_2ep.eval_miniwob.log 2>&1
