@@ -39,6 +39,7 @@ SOURCE = data_path("agentbench", "card_game", "AgentBench.old", "src", "tasks", 
 BUILD = os.path.join(CACHE_DIR, "card_game")
 PLAYER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dcg_player.py")
 SPLITS = {"dev": 3, "std": 5, "ext": 50}   # AgentBench's test_time per (baseline, seat)
+NO_GUESS = "I have no guess to make."  # the expert's reply when baseline 2 has no guess: not a move
 PYBIND11_DIR_IN_SOURCE = "/home/piano/mambaforge/lib/python3.10/site-packages/pybind11/share/cmake/pybind11"
 
 
@@ -189,7 +190,7 @@ class DCGEnv(Env):
 
     def expert_reply(self):
         """Rule-based baseline 2's move in this position (it passes a guess when it has none)."""
-        return self.request["expert"] or "I have no guess to make."
+        return self.request["expert"] or NO_GUESS
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
