@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens")
 
@@ -240,12 +240,14 @@ class _Row:
     length: int                # tokens whose keys/values are in the row's slot
     tokens: list               # generated so far; the last one is not in the slot yet
     draft: int = 2             # tokens to draft next step (_draft): grows while drafts hold, shrinks when not
+    prompt: list = field(default_factory=list)  # prompt tokens not in the slot yet: the next step prefills them
+    new_prefix: bool = False   # an episode's first prompt, mostly new: kept for others once prefilled
 
 
 def generation_rates(stats):
-    """What an HFAgent's stats say per unit: generated tokens per second of generation and per decode
-    step (a reply's first token comes from its prefill), the cached tokens the decode steps attended
-    to over those they read (every row reads the cache's whole capacity, which follows the longest
+    """What an HFAgent's stats say per unit: generated tokens per second of generation and per step
+    (a forward of all rows: decoding, and prefilling the prompts of rows just admitted), the cached
+    tokens the decoding rows attended to over those they read (every row reads the cache's whole capacity, which follows the longest
     row), the share of drafted tokens greedy decoding kept, and the tokens the decode steps fed over
     the queries their attention laid out (rows padded to the row with most new tokens)."""
     return {"tokens_per_s": stats["generated"] / max(1e-9, stats["busy_s"]),
@@ -259,9 +261,10 @@ class HFAgent(Agent):
     """A local checkpoint in-process, generating for all concurrent episodes at once.
 
     Worker threads render their conversation and queue it; one generation thread runs a
-    continuous batch: each decode step advances every reply in flight by one token, or more
-    where tokens drafted from the conversation are what greedy decoding picks (_draft), a finished
-    reply frees its slot at once and a queued request takes it (after prefilling its prompt).
+    continuous batch: each step advances every reply in flight by one token, or more where
+    tokens drafted from the conversation are what greedy decoding picks (_draft), a finished
+    reply frees its slot at once and a queued request takes it (the next step prefills its prompt
+    in the same forward).
     The keys/values of each episode are kept across its turns, so a turn prefills only what is
     new (the last observation); an episode's first prompt reuses the cached instruction and
     examples of an earlier episode with the same prefix (same task type). Greedy by default; in
@@ -305,9 +308,9 @@ class HFAgent(Agent):
         self.stop_ids = sorted({*eos, self.tokenizer.eos_token_id} - {None})
         self.cache = SlotCache(self.net.config, self.dtype, device)
         self.prefixes = []    # Conversations of recent first prompts (least recently used first)
-        # tokens prefilled / taken from cache / generated, decode steps, most rows in one step, seconds
-        # spent generating, the cached tokens decode steps attended to / read (the rows' capacity), the
-        # tokens drafted / accepted by greedy decoding, and the tokens decode steps fed / the queries their
+        # tokens prefilled / taken from cache / generated, steps (forwards), most rows in one step, seconds
+        # spent generating, the cached tokens decoding rows attended to / read (the rows' capacity), the
+        # tokens drafted / accepted by greedy decoding, and the tokens decoding rows fed / the queries their
         # attention laid out (every row as many as the row with the most new tokens)
         self.stats = dict.fromkeys(("prefilled", "reused", "generated", "steps", "max_rows", "busy_s",
                                     "cache_attended", "cache_read", "drafted", "accepted", "fed", "queries"), 0)
@@ -377,6 +380,7 @@ class HFAgent(Agent):
     def _serve(self):
         rows = []  # the replies in flight; rows[i] lives in slot i of the cache
         while True:
+            start = time.perf_counter()
             while len(rows) < self.batch_size:  # fill free slots; wait only when idle
                 try:
                     request = self.requests.get(block=not rows)
@@ -384,22 +388,18 @@ class HFAgent(Agent):
                     break
                 if request is None:  # close()
                     return
-                start = time.perf_counter()
+                start = start if rows else time.perf_counter()  # waiting idle is not generating
                 try:
-                    rows.append(self._prefill(request, slot=len(rows)))
-                    if self._done(rows[-1]):
-                        self._finish(rows, len(rows) - 1)
+                    rows.append(self._admit(request, slot=len(rows)))
                 except Exception as e:  # the worker turns it into LLMError; this thread lives on
-                    if rows and rows[-1].request is request:
-                        rows.pop()
-                    if not request.future.done():
-                        request.future.set_exception(e)
-                self.stats["busy_s"] += time.perf_counter() - start
+                    request.future.set_exception(e)
+                    continue
+                if rows[-1].new_prefix:  # requests sharing its prefix wait a step, then reuse it
+                    break
             if not rows:
                 continue
-            start = time.perf_counter()
             try:
-                self._decode(rows)
+                self._step(rows)
                 for i in reversed(range(len(rows))):
                     if self._done(rows[i]):
                         self._finish(rows, i)
@@ -410,8 +410,8 @@ class HFAgent(Agent):
                 rows = []
             self.stats["busy_s"] += time.perf_counter() - start
 
-    def _forward(self, ids, positions, mask, keep=1, **attention):
-        """The model over the cache: fp32 logits of the last `keep` positions (0: all)."""
+    def _forward(self, ids, positions, mask, keep, **attention):
+        """The model over the cache: fp32 logits of the positions `keep` (a tensor of indices)."""
         import torch
         with self.forward_lock, torch.no_grad():
             out = self.net(input_ids=torch.tensor(ids, device=self.device), position_ids=positions,
@@ -431,10 +431,9 @@ class HFAgent(Agent):
         picked = torch.multinomial(sorted_probs, 1, generator=self.generator)
         return order.gather(-1, picked)[:, 0].tolist()
 
-    def _prefill(self, request, slot):
-        """Put the request's prompt into the slot, reusing the longest cached prefix (the
-        episode's last turn, or another episode's first prompt), and pick its first token."""
-        import torch
+    def _admit(self, request, slot):
+        """A row for the request in this slot, holding the longest cached prefix of its prompt (the
+        episode's last turn, or another episode's first prompt); the next step prefills the rest."""
         ids, conversation = request.ids, request.conversation
         reused, source = 0, None
         for candidate in [conversation, *self.prefixes]:
@@ -448,17 +447,11 @@ class HFAgent(Agent):
             if source in self.prefixes:  # most recently used last
                 self.prefixes.remove(source)
                 self.prefixes.append(source)
-        positions = torch.arange(reused, len(ids), device=self.device)
-        mask = torch.arange(len(ids), device=self.device)[None, :] <= positions[:, None]
-        self.cache.rows, self.cache.pos, self.cache.width = slice(slot, slot + 1), reused, len(ids)
-        logits = self._forward([ids[reused:]], positions[None], mask[None, None])[:, -1]
         self.stats["prefilled"] += len(ids) - reused
         self.stats["reused"] += reused
         # an episode's first prompt that is mostly new: keep it for the episodes that share it
-        if conversation.kv is None and self.prefix_cache and len(ids) - reused > len(ids) // 4:
-            self.prefixes.append(Conversation(ids, self.cache.buf[:, :, slot, :, :len(ids)].clone()))
-            del self.prefixes[:-self.prefix_cache]
-        return _Row(request, len(ids), self._pick(logits))
+        new_prefix = conversation.kv is None and bool(self.prefix_cache) and len(ids) - reused > len(ids) // 4
+        return _Row(request, reused, [], prompt=ids[reused:], new_prefix=new_prefix)
 
     def _draft(self, row):
         """Tokens the reply may go on with, for the decode step to check (prompt lookup decoding,
@@ -485,29 +478,58 @@ class HFAgent(Agent):
                 return seq[start:start + room].tolist()
         return []
 
-    def _decode(self, rows):
-        """One step for every row: feed its last token and the tokens drafted after it (_draft), all
-        rows' as one flat sequence, and keep what greedy decoding picks: the drafted tokens up to the
-        first it would not have picked, then its own pick. A row thus gains one token or more a step,
-        and its reply is the one decoding a token at a time would give."""
+    def _bias(self, lengths, span, width):
+        """The additive mask of rows holding `lengths` tokens that feed up to `span` new ones: new token j
+        of row i sees the cache up to its own position, lengths[i] + j (rows, 1, span, width)."""
         import torch
-        feeds = [[row.tokens[-1], *self._draft(row)] for row in rows]
+        last = lengths[:, None] + torch.arange(span, device=self.device)[None, :]
+        hidden = torch.arange(width, device=self.device)[None, None, :] > last[:, :, None]
+        bias = torch.zeros(hidden.shape, dtype=self.dtype, device=self.device)
+        return bias.masked_fill_(hidden, float("-inf"))[:, None]
+
+    def _step(self, rows):
+        """One forward for every row, all rows' new tokens as one flat sequence. A decoding row feeds
+        its last token and the tokens drafted after it (_draft) and keeps what greedy decoding picks:
+        the drafted tokens up to the first it would not have picked, then its own pick; it thus gains
+        one token or more a step, and its reply is the one decoding a token at a time would give. A
+        row admitted since the last step (they come last) feeds its prompt's uncached tokens and gets
+        its first token: prefills ride along with the decode step instead of a forward each (a forward
+        costs ~0.1 s on a CPU whatever its few tokens)."""
+        import torch
+        decoding = sum(not row.prompt for row in rows)  # the first rows; the prefilling ones follow
+        feeds = [[row.tokens[-1], *self._draft(row)] for row in rows[:decoding]] + [row.prompt for row in rows[decoding:]]
         row_of = torch.tensor([i for i, feed in enumerate(feeds) for _ in feed], device=self.device)
         col_of = torch.tensor([j for feed in feeds for j in range(len(feed))], device=self.device)
         lengths = torch.tensor([row.length for row in rows], device=self.device)
         positions = lengths[row_of] + col_of
         self.cache.fit(int(positions.max()) + 1)
         width = self.cache.capacity  # the rows' whole capacity, read in place (see SlotCache)
-        # new token j of row i sees the cache up to its own position: an additive bias, built once a step
-        last = lengths[:, None] + torch.arange(max(map(len, feeds)), device=self.device)[None, :]
-        hidden = torch.arange(width, device=self.device)[None, None, :] > last[:, :, None]
-        bias = torch.zeros(hidden.shape, dtype=self.dtype, device=self.device)
-        bias = bias.masked_fill_(hidden, float("-inf"))[:, None]  # (rows, 1, most new tokens of a row, width)
+        fed = sum(map(len, feeds[:decoding]))  # the decoding rows' tokens, first in the flat sequence
+        groups, keep = [], list(range(fed))  # attention groups (see register_cached_gqa); logits to keep
+        if decoding:
+            span = max(map(len, feeds[:decoding]))
+            groups.append((slice(0, decoding), slice(0, fed), row_of[:fed], col_of[:fed],
+                           self._bias(lengths[:decoding], span, width)))
+        end = fed
+        for i in range(decoding, len(rows)):  # a prefilling row: a group of its own, the last logits
+            start, end = end, end + len(feeds[i])
+            groups.append((slice(i, i + 1), slice(start, end), torch.zeros_like(col_of[start:end]), col_of[start:end],
+                           self._bias(lengths[i:i + 1], end - start, width)))
+            keep.append(end - 1)
         self.cache.rows, self.cache.pos, self.cache.row_of = slice(0, len(rows)), positions, row_of
         self.cache.width = width
-        logits = self._forward([sum(feeds, [])], positions[None], bias, keep=0, row_of=row_of, col_of=col_of)
+        logits = self._forward([sum(feeds, [])], positions[None], groups[0][4], keep=torch.tensor(keep, device=self.device),
+                               groups=groups)
         picks = self._pick(logits[0])
-        for row, feed in zip(rows, feeds):
+        picks, first_tokens = picks[:fed], picks[fed:]
+        for i, (row, feed) in enumerate(zip(rows, feeds)):
+            if i >= decoding:  # prefilled: its first token
+                row.length, row.tokens, row.prompt = row.length + len(feed), [first_tokens[i - decoding]], []
+                if row.new_prefix:
+                    ids = row.request.ids
+                    self.prefixes.append(Conversation(ids, self.cache.buf[:, :, i, :, :len(ids)].clone()))
+                    del self.prefixes[:-self.prefix_cache]
+                continue
             picked, picks = picks[:len(feed)], picks[len(feed):]
             accepted = 0  # picked[j] follows feed[j]: drafted feed[j + 1] stands if it is picked[j]
             while accepted + 1 < len(feed) and feed[accepted + 1] == picked[accepted]:
@@ -523,10 +545,11 @@ class HFAgent(Agent):
             self.stats["accepted"] += accepted
         self.stats["steps"] += 1
         self.stats["max_rows"] = max(self.stats["max_rows"], len(rows))
-        self.stats["cache_attended"] += int(lengths.sum()) + len(row_of)
-        self.stats["cache_read"] += len(rows) * width
-        self.stats["fed"] += len(row_of)
-        self.stats["queries"] += len(rows) * last.shape[1]
+        if decoding:  # the decode rates (generation_rates) count the decoding rows
+            self.stats["cache_attended"] += int(lengths[:decoding].sum()) + fed
+            self.stats["cache_read"] += decoding * width
+            self.stats["fed"] += fed
+            self.stats["queries"] += decoding * span
 
     def _text(self, tokens):
         with self.tokenizer_lock:

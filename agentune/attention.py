@@ -96,44 +96,54 @@ def register_cached_gqa():
     """Make attn_implementation='cached_gqa' known to transformers: the hf agent's attention over
     its slot cache (agentune.agents.SlotCache), which hands each layer its rows' keys/values.
 
-    A decode step feeds the new tokens of all rows as one flat sequence (1, heads, tokens, dim):
-    each row's last token and the tokens drafted after it (agentune.agents.HFAgent._draft). The
-    forward's kwargs say where each token belongs: `row_of` (its row of the cache) and `col_of`
-    (its place among its row's new tokens); the mask is an additive bias in the model's dtype
-    (rows, 1, most new tokens of a row, width). The queries are laid out per row, each kv head's
-    group of queries is multiplied with that head's keys (no per-head copies), softmax (fp32 inside),
-    and the outputs go back to the flat order. The linears before and after thus see only real tokens.
-    transformers' sdpa path instead runs PyTorch's flash kernel, slow on CPUs for a few queries per
-    row, and repeats keys/values per head on devices without native GQA. The cache hands over its
-    rows' whole capacity, one contiguous block, which the CPU's batched bf16 matmul reads in place
-    (strided views it copies first). A prefill (one row, no row_of) goes to SDPA with native
-    grouped-query attention and a boolean mask (or none: model.generate's first forward)."""
+    A step feeds the new tokens of all rows as one flat sequence (1, heads, tokens, dim): each
+    decoding row's last token and the tokens drafted after it (agentune.agents.HFAgent._draft), then
+    the prompts of the rows admitted since the last step (their prefill). The forward's kwarg
+    `groups` says where each token belongs: a list of (rows, tokens, row_of, col_of, bias), rows and
+    tokens slices of the cache's rows and of the flat sequence, row_of/col_of each token's row
+    (within the group) and place among its row's new tokens, bias the additive mask in the model's
+    dtype (group rows, 1, most new tokens of a row, width). The decoding rows are one group; a
+    prefilling row is a group of its own, so its long prompt pads no other row's queries (the
+    attention_mask argument is only there for transformers and goes unused). In each group the
+    queries are laid out per row, each kv head's group of queries is multiplied with that head's
+    keys (no per-head copies), softmax (fp32 inside), and the outputs go back to the flat order. The
+    linears before and after thus see only real tokens, all rows' in one pass. transformers' sdpa
+    path instead runs PyTorch's flash kernel, slow on CPUs for a few queries per row, and repeats
+    keys/values per head on devices without native GQA. The cache hands over its rows' whole
+    capacity, one contiguous block (a group's rows: a slice of it), which the CPU's batched bf16
+    matmul reads in place (strided views it copies first). Without groups (model.generate, in
+    reply_plain) it is SDPA with native grouped-query attention and the mask given (or causal)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                  row_of=None, col_of=None, **kwargs):
-        heads, dim = query.shape[1], query.shape[3]
-        scaling = dim ** -0.5 if scaling is None else scaling
-        if row_of is None:
-            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scaling,
-                                                 is_causal=attention_mask is None, enable_gqa=True)
-            return out.transpose(1, 2).contiguous(), None
+    def grouped(query, key, value, row_of, col_of, bias, scaling):
+        """query (tokens, heads, dim) of the rows whose keys/values are key, value (rows, kv heads, width, dim)."""
+        heads, dim = query.shape[1], query.shape[2]
         rows, kv_heads, width, _ = key.shape
-        span = attention_mask.shape[2]  # the most new tokens of one row
+        span = bias.shape[2]  # the most new tokens of one row
         group = heads // kv_heads
         laid = query.new_zeros(rows, heads, span, dim)
-        laid[row_of, :, col_of] = query[0].transpose(0, 1)
-        grouped = laid.reshape(rows, kv_heads, group * span, dim)
+        laid[row_of, :, col_of] = query
+        by_kv_head = laid.reshape(rows, kv_heads, group * span, dim)
         # softmax takes the scores in the model's dtype: it computes in fp32 inside and rounds its output
         # as a cast after an fp32 softmax would; an fp32 copy of the scores made a drafted step's
         # softmax ~2.5x slower (the products are rounded to bf16 anyway; at head dim 64 the scaling, 1/8,
         # is exact)
-        scores = torch.matmul(grouped, key.transpose(-1, -2)).mul_(scaling)  # (rows, kv heads, group * span, width)
-        scores = scores.view(rows, kv_heads, group, span, width).add_(attention_mask.unsqueeze(1))
+        scores = torch.matmul(by_kv_head, key.transpose(-1, -2)).mul_(scaling)  # (rows, kv heads, group * span, width)
+        scores = scores.view(rows, kv_heads, group, span, width).add_(bias.unsqueeze(1))
         probs = torch.softmax(scores, dim=-1).view(rows, kv_heads, group * span, width)
-        out = torch.matmul(probs, value).view(rows, heads, span, dim)
-        return out[row_of, :, col_of].unsqueeze(0), None  # (1, tokens, heads, dim)
+        return torch.matmul(probs, value).view(rows, heads, span, dim)[row_of, :, col_of]
+
+    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, groups=None, **kwargs):
+        scaling = query.shape[3] ** -0.5 if scaling is None else scaling
+        if groups is None:
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scaling,
+                                                 is_causal=attention_mask is None, enable_gqa=True)
+            return out.transpose(1, 2).contiguous(), None
+        flat = query[0].transpose(0, 1)  # (tokens, heads, dim)
+        outs = [grouped(flat[tokens], key[rows], value[rows], row_of, col_of, bias, scaling)
+                for rows, tokens, row_of, col_of, bias in groups]
+        return torch.cat(outs).unsqueeze(0), None  # (1, tokens, heads, dim)
 
     AttentionInterface.register(CACHED_GQA, attention)
     AttentionMaskInterface.register(CACHED_GQA, sdpa_mask)

@@ -1,4 +1,4 @@
-"""One decode step of the hf agent (agentune.agents.HFAgent._decode) at the shapes an agent eval
+"""One decode step of the hf agent (agentune.agents.HFAgent._step) at the shapes an agent eval
 runs: `rows` conversations in flight, the longest with about `context` cached tokens (the ALFWorld
 std protocol ends near 3,000), each row checking `draft` drafted tokens after its last one (0: one
 token per row), timed in one run for each variant, alternating:
@@ -66,10 +66,10 @@ for context in contexts:
             for name in variants:
                 use(name)
                 batch = [_Row(request=request, length=n, tokens=[42]) for n in lengths]
-                agent._decode(batch)
+                agent._step(batch)
                 start = time.perf_counter()
                 for _ in range(steps):
-                    agent._decode(batch)
+                    agent._step(batch)
                 times[name].append((time.perf_counter() - start) / steps * 1000)
         shape = {name: round(min(t), 1) for name, t in times.items()}
         for name in variants:

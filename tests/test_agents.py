@@ -145,11 +145,13 @@ def test_hf_agent_batches_concurrent_episodes(tmp_path, hf_agent):
         assert hf_agent.reply_plain(prompt).content == reply["content"]
 
 
-@pytest.mark.parametrize("new,capacity", [((1, 1, 1), 40), ((1, 1, 1), 64), ((1, 4, 2), 64)])
-def test_cached_gqa_equals_transformers_sdpa(new, capacity):
-    """The hf agent's decode attention (the new tokens of all rows as one flat sequence, laid out
-    per row, grouped queries over the rows' keys: the whole capacity, as SlotCache hands it, or a
-    strided view) equals transformers' sdpa path run on each row alone, in fp32."""
+@pytest.mark.parametrize("new,capacity,decoding", [((1, 1, 1), 40, 3), ((1, 1, 1), 64, 3), ((1, 4, 2), 64, 3),
+                                                    ((1, 3, 9), 64, 2), ((5, 9, 3), 40, 0)])
+def test_cached_gqa_equals_transformers_sdpa(new, capacity, decoding):
+    """The hf agent's step attention (the new tokens of all rows as one flat sequence: the first
+    `decoding` rows as one group laid out per row, each later row, prefilling, a group of its own;
+    grouped queries over the rows' keys: the whole capacity, as SlotCache hands it, or a strided
+    view) equals transformers' sdpa path run on each row alone, in fp32."""
     import torch
     from transformers import AttentionInterface
     from agentune.attention import CACHED_GQA, register_cached_gqa
@@ -163,14 +165,24 @@ def test_cached_gqa_equals_transformers_sdpa(new, capacity):
     col_of = torch.tensor([j for n in new for j in range(n)])
     positions = torch.tensor(lengths)[row_of] - torch.tensor(new)[row_of] + col_of
     query = torch.randn(1, heads, len(row_of), dim)
-    last = torch.full((rows, max(new)), width)  # a row's padding queries may see anything
-    last[row_of, col_of] = positions
-    bias = torch.zeros(rows, 1, max(new), width).masked_fill_(torch.arange(width) > last[:, None, :, None], float("-inf"))
+
+    def bias(first, last_row):  # rows first..last_row - 1 as one group (a row's padding queries may see anything)
+        span = max(new[first:last_row])
+        last = torch.full((last_row - first, span), width)
+        mine = (row_of >= first) & (row_of < last_row)
+        last[row_of[mine] - first, col_of[mine]] = positions[mine]
+        return torch.zeros(last_row - first, 1, span, width).masked_fill_(
+            torch.arange(width) > last[:, None, :, None], float("-inf"))
+    groups, start = [], 0
+    for first, last_row in ([(0, decoding)] if decoding else []) + [(i, i + 1) for i in range(decoding, rows)]:
+        end = start + sum(new[first:last_row])
+        groups.append((slice(first, last_row), slice(start, end), row_of[start:end] - first, col_of[start:end],
+                       bias(first, last_row)))
+        start = end
 
     class Layer(torch.nn.Module):
         num_key_value_groups, is_causal, training = heads // kv_heads, True, False
-    ours, _ = AttentionInterface()[CACHED_GQA](Layer(), query, key, value, bias, scaling=0.25,
-                                               row_of=row_of, col_of=col_of)
+    ours, _ = AttentionInterface()[CACHED_GQA](Layer(), query, key, value, groups[0][4], scaling=0.25, groups=groups)
     assert ours.shape == (1, len(row_of), heads, dim)
     for i in range(rows):
         mine = row_of == i
