@@ -453,17 +453,15 @@ class HFAgent(Agent):
         new_prefix = conversation.kv is None and bool(self.prefix_cache) and len(ids) - reused > len(ids) // 4
         return _Row(request, reused, [], prompt=ids[reused:], new_prefix=new_prefix)
 
-    def _draft(self, row):
-        """Tokens the reply may go on with, for the decode step to check (prompt lookup decoding,
+    def _draft(self, row, room):
+        """Up to `room` tokens the reply may go on with, for the step to check (prompt lookup decoding,
         as transformers' prompt_lookup_num_tokens): what followed the latest earlier occurrence of
         the conversation's last n tokens (n = draft_ngram, else fewer) with `room` tokens after it
-        (else the latest); `room`: the row's own draft length (it starts at 2, grows by 2 after a
-        draft greedy decoding kept whole, shrinks by 1 after one it did not, as transformers'
-        assisted generation's heuristic schedule), at most `draft`. Agents repeat the names their
-        observations list and their own earlier actions, where drafts hit. Greedy only: sampling
-        would need rejection sampling to keep its distribution."""
+        (else the latest). Agents repeat the names their observations list and their own earlier
+        actions, where drafts hit. Greedy only: sampling would need rejection sampling to keep its
+        distribution."""
         import numpy as np
-        room = min(self.draft, row.draft, row.request.limit - len(row.tokens) - 1)
+        room = min(room, row.request.limit - len(row.tokens) - 1)
         if room <= 0 or self.sampling["temperature"] > 0:
             return []
         seq = np.asarray(row.request.ids + row.tokens)
@@ -497,7 +495,13 @@ class HFAgent(Agent):
         costs ~0.1 s on a CPU whatever its few tokens)."""
         import torch
         decoding = sum(not row.prompt for row in rows)  # the first rows; the prefilling ones follow
-        feeds = [[row.tokens[-1], *self._draft(row)] for row in rows[:decoding]] + [row.prompt for row in rows[decoding:]]
+        # a row's own draft length (row.draft) starts at 2, grows by 2 after a draft greedy decoding kept
+        # whole, shrinks by 1 after one it did not (transformers' assisted-generation schedule), at most
+        # `draft`: a checked token costs attention over the whole row. The attention lays out every row
+        # as long as the longest, so shorter drafts go on to that length for the linears' price alone
+        own = [min(self.draft, row.draft) for row in rows[:decoding]]
+        feeds = [[row.tokens[-1], *self._draft(row, max(own))] for row in rows[:decoding]] + \
+            [row.prompt for row in rows[decoding:]]
         row_of = torch.tensor([i for i, feed in enumerate(feeds) for _ in feed], device=self.device)
         col_of = torch.tensor([j for feed in feeds for j in range(len(feed))], device=self.device)
         lengths = torch.tensor([row.length for row in rows], device=self.device)
@@ -539,8 +543,9 @@ class HFAgent(Agent):
                 row.length += 1  # the token before it is in the slot now
                 if self._done(row):
                     break
-            if len(feed) > 1:  # a checked draft costs attention over the whole row: draft more only while they hold
-                row.draft = min(self.draft, row.draft + 2) if accepted == len(feed) - 1 else max(1, row.draft - 1)
+            if len(feed) > 1:  # did its own draft hold?
+                held = accepted >= min(own[i], len(feed) - 1)
+                row.draft = min(self.draft, row.draft + 2) if held else max(1, row.draft - 1)
             self.stats["drafted"] += len(feed) - 1
             self.stats["accepted"] += accepted
         self.stats["steps"] += 1

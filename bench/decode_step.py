@@ -38,7 +38,7 @@ from agentune.agents import _Row, make_agent  # noqa: E402
 torch.set_num_threads(threads)
 agent = make_agent("hf", model=model, max_tokens=8, dtype=dtype)
 drafted = 0
-agent._draft = lambda row: [42] * drafted  # what the drafts say does not change a step's time
+agent._draft = lambda row, room: [42] * drafted  # what the drafts say does not change a step's time
 packed = {m: m.forward for m in agent.net.modules() if "forward" in vars(m)}  # pack_cpu_linears' doing
 
 

@@ -260,8 +260,8 @@ def test_hf_agent_drafts_never_change_replies(tiny_agent, monkeypatch):
     go wrong after their first token, rows checking drafts of different lengths side by side, the
     replies still equal plain model.generate on the whole conversation."""
     draft = tiny_agent._draft
-    monkeypatch.setattr(tiny_agent, "_draft", lambda row: [t if j == 0 else (t * 7 + j) % 1000
-                                                           for j, t in enumerate(draft(row))])
+    monkeypatch.setattr(tiny_agent, "_draft", lambda row, room: [t if j == 0 else (t * 7 + j) % 1000
+                                                                 for j, t in enumerate(draft(row, room))])
     seen = {}
 
     def episode(k):
