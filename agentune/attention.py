@@ -123,13 +123,13 @@ def register_cached_gqa():
         span = bias.shape[2]  # the most new tokens of one row
         group = heads // kv_heads
         laid = query.new_zeros(rows, heads, span, dim)
-        laid[row_of, :, col_of] = query
+        laid[row_of, :, col_of] = query * scaling  # scaled here, on tokens x dims, not on the scores (x width)
         by_kv_head = laid.reshape(rows, kv_heads, group * span, dim)
         # softmax takes the scores in the model's dtype: it computes in fp32 inside and rounds its output
         # as a cast after an fp32 softmax would; an fp32 copy of the scores made a drafted step's
         # softmax ~2.5x slower (the products are rounded to bf16 anyway; at head dim 64 the scaling, 1/8,
-        # is exact)
-        scores = torch.matmul(by_kv_head, key.transpose(-1, -2)).mul_(scaling)  # (rows, kv heads, group * span, width)
+        # is exact wherever it is applied)
+        scores = torch.matmul(by_kv_head, key.transpose(-1, -2))  # (rows, kv heads, group * span, width)
         scores = scores.view(rows, kv_heads, group, span, width).add_(bias.unsqueeze(1))
         probs = torch.softmax(scores, dim=-1).view(rows, kv_heads, group * span, width)
         return torch.matmul(probs, value).view(rows, heads, span, dim)[row_of, :, col_of]
