@@ -39,7 +39,7 @@ max_tokens = 512             # per reply
 seed = 0                     # explorer: its search order; hf: its sampling at temperature > 0 (another seed, other
                              # trajectories: use another out_dir)
 hf_dtype = "auto"            # hf: auto (bf16 where the CPU/GPU computes it fast) | float32 (= plain fp32 greedy) | bfloat16
-hf_draft = 8                 # hf, greedy: tokens drafted per decode step from the conversation (prompt lookup),
+hf_draft = 4                 # hf, greedy: tokens drafted per decode step from the conversation (prompt lookup),
                              # kept only where greedy decoding picks them; 0 = none
 workers = 8                  # concurrent episodes per environment
 max_turns = 0                # agent replies per episode; 0 = each env's own limit (AgentBench's)

@@ -42,7 +42,7 @@ max_tokens = 512      # new tokens per reply, capped by each task's upstream lim
 upstream_reply_limits = True  # cap max_tokens by each task's upstream limit (False: max_tokens everywhere)
 hf_dtype = "auto"     # hf agent: auto (bf16 where the CPU/GPU computes it fast; replies can differ from
                       # fp32's) | float32 (replies identical to plain fp32 greedy decoding) | bfloat16
-hf_draft = 8          # hf agent, greedy: tokens drafted per reply and decode step from the conversation
+hf_draft = 4          # hf agent, greedy: tokens drafted per reply and decode step from the conversation
                       # (prompt lookup), kept only where greedy decoding picks them; 0 = none
 max_turns = 0         # agent replies per episode; 0 = each env's own limit (AgentBench's). Lower only
                       # for quick smoke runs: scores are then not comparable to the paper's

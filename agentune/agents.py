@@ -247,9 +247,10 @@ class _Row:
 def generation_rates(stats):
     """What an HFAgent's stats say per unit: generated tokens per second of generation and per step
     (a forward of all rows: decoding, and prefilling the prompts of rows just admitted), the cached
-    tokens the decoding rows attended to over those they read (every row reads the cache's whole capacity, which follows the longest
-    row), the share of drafted tokens greedy decoding kept, and the tokens the decode steps fed over
-    the queries their attention laid out (rows padded to the row with most new tokens)."""
+    tokens the decoding rows attended to over those they read (every row reads the cache's whole
+    capacity, which follows the longest row), the share of drafted tokens greedy decoding kept, and
+    the tokens the decoding rows fed over the queries their attention laid out (rows padded to the
+    row with most new tokens)."""
     return {"tokens_per_s": stats["generated"] / max(1e-9, stats["busy_s"]),
             "tokens_per_step": stats["generated"] / max(1, stats["steps"]),
             "cache_read_efficiency": stats["cache_attended"] / max(1, stats["cache_read"]),
@@ -274,7 +275,7 @@ class HFAgent(Agent):
     kind = "hf"
 
     def __init__(self, model="", temperature=0.0, top_p=1.0, max_tokens=512, batch_size=16,
-                 stop=(), dtype="auto", device="", prefix_cache=8, seed=0, draft=8, draft_ngram=3):
+                 stop=(), dtype="auto", device="", prefix_cache=8, seed=0, draft=4, draft_ngram=3):
         import torch
         from agentune.attention import CACHED_GQA, register_cached_gqa
         from agentune.model import DEFAULT_MODEL, load_model, load_tokenizer, pack_cpu_linears
@@ -500,7 +501,8 @@ class HFAgent(Agent):
         # `draft`: a checked token costs attention over the whole row. The attention lays out every row
         # as long as the longest, so shorter drafts go on to that length for the linears' price alone
         own = [min(self.draft, row.draft) for row in rows[:decoding]]
-        feeds = [[row.tokens[-1], *self._draft(row, max(own))] for row in rows[:decoding]] + \
+        fill = max(own, default=0)
+        feeds = [[row.tokens[-1], *self._draft(row, fill)] for row in rows[:decoding]] + \
             [row.prompt for row in rows[decoding:]]
         row_of = torch.tensor([i for i, feed in enumerate(feeds) for _ in feed], device=self.device)
         col_of = torch.tensor([j for feed in feeds for j in range(len(feed))], device=self.device)
@@ -522,8 +524,8 @@ class HFAgent(Agent):
             keep.append(end - 1)
         self.cache.rows, self.cache.pos, self.cache.row_of = slice(0, len(rows)), positions, row_of
         self.cache.width = width
-        logits = self._forward([sum(feeds, [])], positions[None], groups[0][4], keep=torch.tensor(keep, device=self.device),
-                               groups=groups)
+        keep = torch.tensor(keep, device=self.device)
+        logits = self._forward([sum(feeds, [])], positions[None], groups[0][4], keep, groups=groups)
         picks = self._pick(logits[0])
         picks, first_tokens = picks[:fed], picks[fed:]
         for i, (row, feed) in enumerate(zip(rows, feeds)):

@@ -27,7 +27,7 @@ model = ""             # HF model dir ('' = the base SmolLM2-135M-Instruct): the
 max_tokens = 128       # per reply (AgentBench's ALFWorld limit)
 workers = 8            # episodes replayed at once
 dtype = "auto"         # the agent's (auto: bf16 where the CPU has bf16 units, else fp32)
-drafts = [0, 8]        # the agent's draft settings compared
+drafts = [0, 4]        # the agent's draft settings compared
 rounds = 2             # the settings alternate this many times (noise shows as spread)
 threads = 0            # torch threads (0 = torch's default)
 # -----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ split = "std"          # ALFWorld split: std = AgentBench's 50 test games
 games = 50
 workers = 8            # concurrent episodes (05_eval.py's default)
 dtype = "auto"         # the new agent's (auto: bf16 where the CPU has bf16 units, else fp32)
-draft = 8              # the new agent's drafted tokens per row and step (prompt lookup; 0 = none)
+draft = 4              # the new agent's drafted tokens per row and step (prompt lookup; 0 = none)
 naive_turns = 12       # turns replayed with naive generation
 threads = 0            # torch threads (0 = torch's default)
 episodes = ""          # keep the new agent's episodes in this JSONL ('' = a temporary file)

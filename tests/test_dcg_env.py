@@ -24,12 +24,13 @@ def test_expert_and_invalid_player():
     try:
         tasks = {t.id: t for t in DCGEnv.load_tasks(split="dev")}
         # baseline 2's moves in the LLM's seat (seat 1: the first call is the guess) are taken (its
-        # pass when it has no guess is not a move: the player retries, then passes) and beat baseline 1. The engine draws its dice from std::random_device (unseeded), so a single
-        # game is lost now and then (5 of 40 here): of 5 games, one must be won (fails ~1 in 30,000).
+        # pass when it has no guess is not a move: the player retries, then passes) and beat
+        # baseline 1. The engine draws its dice from std::random_device (unseeded), so a single game
+        # is lost now and then (5 of 40 here): of 5 games, one must be won (fails ~1 in 30,000).
         rewards = []
         for _ in range(5):
             messages, steps = play(env, tasks["baseline1-seat1-0"], lambda e: e.expert_reply())
-            assert all(s.info["valid_action"] for s in steps if s.info["action"] != NO_GUESS)
+            assert all(step.info["valid_action"] for step in steps if step.info["action"] != NO_GUESS)
             assert steps[-1].done and steps[-1].success == (steps[-1].reward == 1.0)
             rewards.append(steps[-1].reward)
             if steps[-1].success:
