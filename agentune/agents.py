@@ -160,12 +160,12 @@ def cpu_has_bf16():
 class SlotCache:
     """The keys and values of the conversations being generated, one row ("slot") each, in one
     buffer [layers, 2 (key, value), slots, kv heads, capacity, head dim]. Rows hold different
-    lengths: a forward writes each row's new keys/values at that row's own positions and a 4-D
-    attention mask hides what lies beyond them, so a decode step copies no cache. The model's
+    lengths: a forward writes each row's new keys/values at that row's own positions and a mask
+    (an additive bias) hides what lies beyond them, so a step copies no cache. The model's
     attention layers call update(), the one part of transformers' Cache they use when given
     explicit position ids and a 4-D mask.
 
-    A decode step reads every row's whole capacity: then the rows' keys of a layer are one
+    A step reads every row's whole capacity: then the rows' keys of a layer are one
     contiguous block, which the CPU's batched bf16 matmul reads in place (a view cut to a shorter
     width it copies first, which cost as much as the attention itself). So the capacity follows
     the longest row closely: it grows STEP tokens at a time and fit() gives back what lies more
@@ -178,9 +178,9 @@ class SlotCache:
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.buf = torch.zeros(config.num_hidden_layers, 2, slots, heads, capacity, head_dim,
                                dtype=dtype, device=device)
-        # what the current forward reads and writes: its rows, the new tokens' positions (an int: one
-        # row's consecutive tokens from there; a tensor: each token's own, in row row_of[i]), the width
-        self.rows, self.pos, self.row_of, self.width = slice(0, 0), 0, None, 0
+        # what the current forward reads and writes: its rows, the new tokens' positions and rows (token i
+        # goes to position pos[i] of row row_of[i]), the width handed to the attention
+        self.rows, self.pos, self.row_of, self.width = slice(0, 0), None, None, 0
 
     @property
     def capacity(self):
@@ -209,12 +209,9 @@ class SlotCache:
 
     def update(self, key, value, layer_idx, *args, **kwargs):
         k, v = self.buf[layer_idx, 0, self.rows], self.buf[layer_idx, 1, self.rows]
-        if isinstance(self.pos, int):  # a prefill: consecutive positions from pos, one row
-            k[:, :, self.pos:self.pos + key.shape[2]] = key
-            v[:, :, self.pos:self.pos + key.shape[2]] = value
-        else:  # a decode step: the new tokens of all rows as one sequence, each to its row and position
-            k[self.row_of, :, self.pos] = key[0].transpose(0, 1)
-            v[self.row_of, :, self.pos] = value[0].transpose(0, 1)
+        # a step's new tokens of all rows come as one sequence: each to its row and position
+        k[self.row_of, :, self.pos] = key[0].transpose(0, 1)
+        v[self.row_of, :, self.pos] = value[0].transpose(0, 1)
         return k[:, :, :self.width], v[:, :, :self.width]
 
 
