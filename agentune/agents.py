@@ -508,16 +508,17 @@ class HFAgent(Agent):
         self.cache.fit(int(positions.max()) + 1)
         width = self.cache.capacity  # the rows' whole capacity, read in place (see SlotCache)
         fed = sum(map(len, feeds[:decoding]))  # the decoding rows' tokens, first in the flat sequence
-        groups, keep = [], list(range(fed))  # attention groups (see register_cached_gqa); logits to keep
-        if decoding:
-            span = max(map(len, feeds[:decoding]))
-            groups.append((slice(0, decoding), slice(0, fed), row_of[:fed], col_of[:fed],
-                           self._bias(lengths[:decoding], span, width)))
-        end = fed
-        for i in range(decoding, len(rows)):  # a prefilling row: a group of its own, the last logits
+
+        def group(first, last, start, end):  # rows first..last-1, whose tokens are start..end-1 of the sequence
+            span = max(map(len, feeds[first:last]))
+            return (slice(first, last), slice(start, end), row_of[start:end] - first, col_of[start:end],
+                    self._bias(lengths[first:last], span, width))
+        # attention groups (see register_cached_gqa): the decoding rows, then each prefilling row alone;
+        # logits for every decoding token and a prefilling row's last one
+        groups, keep, end = [group(0, decoding, 0, fed)] if decoding else [], list(range(fed)), fed
+        for i in range(decoding, len(rows)):
             start, end = end, end + len(feeds[i])
-            groups.append((slice(i, i + 1), slice(start, end), torch.zeros_like(col_of[start:end]), col_of[start:end],
-                           self._bias(lengths[i:i + 1], end - start, width)))
+            groups.append(group(i, i + 1, start, end))
             keep.append(end - 1)
         self.cache.rows, self.cache.pos, self.cache.row_of = slice(0, len(rows)), positions, row_of
         self.cache.width = width
@@ -553,7 +554,7 @@ class HFAgent(Agent):
             self.stats["cache_attended"] += int(lengths[:decoding].sum()) + fed
             self.stats["cache_read"] += decoding * width
             self.stats["fed"] += fed
-            self.stats["queries"] += decoding * span
+            self.stats["queries"] += decoding * max(map(len, feeds[:decoding]))
 
     def _text(self, tokens):
         with self.tokenizer_lock:
