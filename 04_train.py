@@ -290,8 +290,10 @@ net.config.use_cache = False
 full_ndim = lambda p: len(p.ds_shape) if hasattr(p, "ds_shape") else p.ndim
 groups = [{"params": [p for p in net.parameters() if full_ndim(p) >= 2], "weight_decay": weight_decay},
           {"params": [p for p in net.parameters() if full_ndim(p) < 2], "weight_decay": 0.0}]
+# on CPU the fused kernel: the for-each AdamW makes full-size temporaries of DeepSpeed's flat fp32
+# partitions every step (their page faults alone cost more than the update); GPUs keep the default
 optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr,
-                              betas=(adam_beta1, adam_beta2), eps=1e-8)
+                              betas=(adam_beta1, adam_beta2), eps=1e-8, fused=not cuda)
 warmup = max(1, round(warmup_ratio * max_steps)) if max_steps else 0
 
 

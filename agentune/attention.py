@@ -162,6 +162,42 @@ def packed_forward_kwargs(batch, implementation, device):
     return kwargs
 
 
+class TokenCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of logits (tokens, vocab) in any dtype, computed in fp32 a few rows at a
+    time: the same loss and gradient (rounded to the logits' dtype) as cross_entropy(logits.float()),
+    without the fp32 copy of the logits, their fp32 log-probabilities and their fp32 gradient
+    (three full-vocabulary fp32 tensors per micro-batch: on a CPU their memory traffic and page faults
+    took more time than the LM head's matmul). Chunks of ~1 MB of fp32 stay in the core's cache."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, chunk):
+        lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+        for a in range(0, logits.shape[0], chunk):
+            lse[a:a + chunk] = torch.logsumexp(logits[a:a + chunk].float(), dim=-1)
+        picked = logits.gather(1, targets[:, None]).squeeze(1).float()
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.chunk = chunk
+        return (lse - picked).sum()
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, targets, lse = ctx.saved_tensors
+        out = torch.empty_like(logits)
+        for a in range(0, logits.shape[0], ctx.chunk):
+            part = torch.exp(logits[a:a + ctx.chunk].float() - lse[a:a + ctx.chunk, None])  # softmax
+            part[torch.arange(part.shape[0], device=part.device), targets[a:a + ctx.chunk]] -= 1
+            out[a:a + ctx.chunk] = part.mul_(grad)
+        return out, None, None
+
+
+def summed_cross_entropy(logits, targets):
+    """Sum over rows of the fp32 cross-entropy of logits (tokens, vocab); on CPU chunked
+    (TokenCrossEntropy), on GPUs cross_entropy on an fp32 copy as before."""
+    if logits.device.type != "cpu":
+        return F.cross_entropy(logits.float(), targets, reduction="sum")
+    return TokenCrossEntropy.apply(logits, targets, max(1, 2 ** 18 // logits.shape[-1]))
+
+
 def token_losses(model, batch, device, implementation):
     """Sum of the cross-entropy over the trained tokens of one flattened micro-batch, and their count.
 
@@ -170,5 +206,6 @@ def token_losses(model, batch, device, implementation):
     labels = batch["labels"][0, 1:]
     keep = (labels != -100).nonzero().squeeze(1)  # position i predicts token i + 1
     logits = model(**packed_forward_kwargs(batch, implementation, device), logits_to_keep=keep.to(device)).logits
-    loss_sum = F.cross_entropy(logits[0].float(), labels[keep].to(device), reduction="sum")
+    # squeeze, a view: logits[0] would give the backward a zeroed full-size gradient to copy into
+    loss_sum = summed_cross_entropy(logits.squeeze(0), labels[keep].to(device))
     return loss_sum, len(keep)

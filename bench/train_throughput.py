@@ -2,10 +2,11 @@
 per-sample dynamic padding (the HF Trainer default); same model, same samples and same real tokens
 per step, all measured side by side in one run (trained tokens/s, optimizer step included):
 
-- fp32:   fp32 weights, a dense block-diagonal T x T mask, logits at every position (the trainer
-          before issue 10; --precision=fp32 --attn_implementation=sdpa)
+- fp32:   fp32 weights, a dense block-diagonal T x T mask, logits at every position, for-each AdamW
+          (the trainer before issue 10; --precision=fp32 --attn_implementation=sdpa)
 - fast:   bf16 compute with fp32 master weights and AdamW state, per-sample causal attention
-          (segment_sdpa on CPU), LM head + loss only where a token is trained (04_train.py's default)
+          (segment_sdpa on CPU), LM head + loss only where a token is trained, fused AdamW
+          (04_train.py's default)
 - padded: the fast precision, samples right-padded per micro-batch, sdpa with its padding mask and
           logits everywhere, as the HF Trainer does
 - trl:    (--trl=True; pip install -e .[bench]) TRL's SFTTrainer on the same rows: its BFD packer,
@@ -137,12 +138,14 @@ def step_padded(net, batch_samples, n_micro, pad_id, device):
 
 class MasterAdamW:
     """AdamW on fp32 master copies of a bf16 model's weights, written back after each step (what
-    DeepSpeed's bf16 mode does); on an fp32 model the master copies are the weights themselves."""
+    DeepSpeed's bf16 mode does); on an fp32 model the master copies are the weights themselves.
+    fused: PyTorch's fused kernel (04_train.py's on CPU now, the HF Trainer's default), else the
+    for-each one (the trainer before)."""
 
-    def __init__(self, net, lr):
+    def __init__(self, net, lr, fused):
         self.params = list(net.parameters())
         self.master = [p if p.dtype == torch.float32 else p.detach().float().requires_grad_() for p in self.params]
-        self.optimizer = torch.optim.AdamW(self.master, lr=lr)
+        self.optimizer = torch.optim.AdamW(self.master, lr=lr, fused=fused)
 
     def step(self):
         for p, m in zip(self.params, self.master):
@@ -168,7 +171,7 @@ def run_trl(samples, steps_rows, tokenizer, device, bf16):
     every step trains exactly the samples our step does; SFTTrainer then only collates them
     padding-free. Activations are kept, as ours are, unless --trl_checkpointing=True (TRL's own
     default). Timed from the end of the warm-up step to the end of the last one (batch fetching and
-    collating included, as in our loop), AdamW, no clipping, like MasterAdamW."""
+    collating included, as in our loop), fused AdamW (the HF Trainer's default), no clipping, like MasterAdamW."""
     try:
         from datasets import Dataset, concatenate_datasets
         from transformers import TrainerCallback
@@ -207,7 +210,7 @@ def run_trl(samples, steps_rows, tokenizer, device, bf16):
         config = SFTConfig(
             output_dir=out, max_steps=len(steps_rows), per_device_train_batch_size=micro_rows,
             gradient_accumulation_steps=rows // micro_rows, learning_rate=1e-5, lr_scheduler_type="constant",
-            optim="adamw_torch", max_grad_norm=0.0, bf16=bf16, use_cpu=device.type == "cpu",
+            optim="adamw_torch_fused", max_grad_norm=0.0, bf16=bf16, use_cpu=device.type == "cpu",
             gradient_checkpointing=trl_checkpointing,
             packing=True, packing_strategy="bfd", padding_free=True, max_length=seq_len,
             dataset_kwargs={"skip_prepare_dataset": True}, train_sampling_strategy="sequential",
@@ -300,7 +303,7 @@ def main():
         net = nets[dtype]
         # the padded run uses sdpa with its padding mask, the HF default
         net.config._attn_implementation = attn
-        optimizer = MasterAdamW(net, lr=1e-5)
+        optimizer = MasterAdamW(net, lr=1e-5, fused=mode != "fp32")
         trained, real, slots, flops, elapsed = 0, 0, 0, 0.0, 0.0
         for s, batch_rows in enumerate(steps_rows):
             batch_samples = [samples[i] for row in batch_rows for i in row]
