@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import torch
 
-from agentune.attention import token_losses
+from agentune.attention import summed_cross_entropy, token_losses
 from agentune.chat import encode
 from agentune.packing import best_fit_decreasing, block_causal_mask, collate
 from agentune.records import DataError, to_messages
@@ -66,6 +66,24 @@ def test_sharegpt_loss_flags_and_roles():
     msgs = to_messages(record, "x:1")
     assert [(m["role"], m["loss"]) for m in msgs] == [
         ("user", False), ("assistant", False), ("user", False), ("assistant", True)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_cross_entropy_equals_fp32_cross_entropy(dtype):
+    """The CPU loss in fp32 chunks: the loss and the gradient of cross_entropy on fp32 logits (the
+    gradient rounded to the logits' dtype), over more rows than one chunk holds."""
+    torch.manual_seed(0)
+    vocab = 5000  # 52 rows a chunk: 131 rows make three chunks, the last one short
+    logits = (torch.randn(131, vocab) * 4).to(dtype)
+    targets = torch.randint(0, vocab, (131,))
+    ours, ref = logits.clone().requires_grad_(), logits.clone().float().requires_grad_()
+    loss = summed_cross_entropy(ours, targets)
+    expected = torch.nn.functional.cross_entropy(ref, targets, reduction="sum")
+    (loss * 0.5).backward()
+    (expected * 0.5).backward()
+    assert loss.dtype == torch.float32 and abs(loss.item() - expected.item()) < 1e-5 * expected.item()
+    assert ours.grad.dtype == dtype
+    assert torch.allclose(ours.grad.float(), ref.grad.to(dtype).float(), atol=1e-6 if dtype == torch.float32 else 4e-3)
 
 
 def test_best_fit_decreasing_fills_rows():
