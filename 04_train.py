@@ -26,7 +26,10 @@ import socket
 import sys
 import time
 
-import torch
+from agentune.malloc import use_tcmalloc
+use_tcmalloc()  # before torch: re-runs this script on tcmalloc (CPU steps 1.3-1.5x faster)
+
+import torch  # noqa: E402
 import torch.distributed as dist
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM

@@ -32,7 +32,10 @@ import random
 import sys
 import time
 
-import torch
+from agentune.malloc import use_tcmalloc
+use_tcmalloc()  # like 04_train.py (AGENTUNE_MALLOC=system: glibc's malloc)
+
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 from agentune.attention import SEGMENT_SDPA, choose_implementation, packed_forward_kwargs, token_losses
