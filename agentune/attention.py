@@ -76,6 +76,9 @@ def register_segment_sdpa():
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
 
+    # left out of torch.compile (agentune.model.compile_decoder_layers): the loop over the samples
+    # depends on the row, a compiled one would be recompiled for every new sample count
+    @torch.compiler.disable
     def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         # query (1, heads, T, dim), key/value (1, kv_heads, T, dim); one SDPA call per sample
         bounds = kwargs["cu_seq_lens_q"].tolist()

@@ -76,6 +76,21 @@ def native_bf16(device):
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
+def compile_decoder_layers(model):
+    """torch.compile every decoder layer of model in place (the classes transformers lists in
+    _no_split_modules), with dynamic shapes: packed rows differ in length. Inductor fuses each
+    layer's element-wise work (norms, rotary, the gated MLP's SiLU and product, residual adds) into
+    vectorised loops around the matmuls, which on a CPU cost as much as the matmuls do in bf16. The
+    layers share their code, so it compiles once (~20 s on a 2-core CPU; a steady bf16 training step
+    1.13-1.16x faster there, README). The per-sample attention stays eager (register_segment_sdpa).
+    Returns how many layers were compiled (0: the model names no decoder layer class)."""
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
+
+
 def pack_cpu_linears(model, rows=8):
     """Give every bf16 nn.Linear of a CPU model its weight pre-packed in oneDNN's blocked layout, once,
     for inference. PyTorch's bf16 linear on CPU repacks the weight at every call, which makes a

@@ -5,8 +5,9 @@ per step, all measured side by side in one run (trained tokens/s, optimizer step
 - fp32:   fp32 weights, a dense block-diagonal T x T mask, logits at every position, for-each AdamW
           (the trainer before issue 10; --precision=fp32 --attn_implementation=sdpa)
 - fast:   bf16 compute with fp32 master weights and AdamW state, per-sample causal attention
-          (segment_sdpa on CPU), LM head + loss only where a token is trained, fused AdamW
-          (04_train.py's default)
+          (segment_sdpa on CPU), LM head + loss only where a token is trained, fused AdamW, on a
+          CPU in bf16 the decoder layers compiled (04_train.py's defaults; the compiling falls in
+          the warm-up steps)
 - padded: the fast precision, samples right-padded per micro-batch, sdpa with its padding mask and
           logits everywhere, as the HF Trainer does
 - trl:    (--trl=True; pip install -e .[bench]) TRL's SFTTrainer on the same rows: its BFD packer,
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from agentune.attention import SEGMENT_SDPA, choose_implementation, packed_forward_kwargs, token_losses
 from agentune.chat import encode
 from agentune.config import configure
-from agentune.model import load_model, load_tokenizer, native_bf16
+from agentune.model import compile_decoder_layers, load_model, load_tokenizer, native_bf16
 from agentune.packing import collate, epoch_rows
 from agentune.paths import data_path
 from agentune.records import read_jsonl, read_records, to_messages
@@ -51,7 +52,9 @@ model = ""                  # '' = SmolLM2-135M-Instruct
 seq_len = 2048
 rows = 2                    # packed rows per step (the padded run trains the same samples)
 micro_rows = 1              # packed rows per forward; the padded run uses as many micro-batches
-steps = 2                   # timed steps per mode (after one warm-up step each)
+steps = 2                   # timed steps per mode
+warmup = 2                  # untimed steps before them (a process's first steps run slow: allocator,
+                            # oneDNN's primitives for new shapes, the compiling)
 threads = 0                 # torch CPU threads; 0 = torch's default
 clock = "wall"              # wall | cpu: this process's CPU time, steadier on a shared machine (with --threads=1)
 agent_share = 0.5           # share of agent trajectories among the samples
@@ -173,7 +176,7 @@ def run_trl(samples, steps_rows, tokenizer, device, bf16):
     samples of each of our rows into one row, and a sequential sampler feeds them in our order, so
     every step trains exactly the samples our step does; SFTTrainer then only collates them
     padding-free. Activations are kept, as ours are, unless --trl_checkpointing=True (TRL's own
-    default). Timed from the end of the warm-up step to the end of the last one (batch fetching and
+    default). Timed from the end of the warm-up steps to the end of the last one (batch fetching and
     collating included, as in our loop), fused AdamW (the HF Trainer's default), no clipping, like MasterAdamW."""
     try:
         from datasets import Dataset, concatenate_datasets
@@ -224,11 +227,11 @@ def run_trl(samples, steps_rows, tokenizer, device, bf16):
         trainer.trained = []
         trainer.train()
     per_step = rows // micro_rows
-    trained = sum(trainer.trained[per_step:])  # after the warm-up step
-    expected = sum(sum(samples[i][1][1:]) for batch_rows in steps_rows[1:] for row in batch_rows for i in row)
+    trained = sum(trainer.trained[warmup * per_step:])  # after the warm-up steps
+    expected = sum(sum(samples[i][1][1:]) for batch_rows in steps_rows[warmup:] for row in batch_rows for i in row)
     if trained != expected:
         print(f"trl: warning: trained {trained:,} tokens in the timed steps, ours {expected:,}")
-    return trained, step_clock.marks[-1] - step_clock.marks[0]
+    return trained, step_clock.marks[-1] - step_clock.marks[warmup - 1]
 
 
 def gemm_peak(net, device, dtype, repeats=10):
@@ -268,6 +271,8 @@ def now():
 
 
 def main():
+    if warmup < 1 or steps < 1:
+        sys.exit(f"config error: --warmup={warmup}, --steps={steps}: at least 1 each")
     if clock not in ("wall", "cpu"):
         sys.exit(f"config error: --clock={clock}; known: wall, cpu")
     if trl and trl_attention not in ("sdpa", SEGMENT_SDPA):
@@ -285,10 +290,13 @@ def main():
     peak = gemm_peak(nets[fast_dtype], device, fast_dtype)
     samples = load_mix(tokenizer)
     plan = epoch_rows([len(ids) for ids, _ in samples], seq_len, seed, 0)
-    need = (steps + 1) * rows
+    need = (warmup + steps) * rows
     if len(plan) < need:
         sys.exit(f"only {len(plan)} packed rows; lower --steps or --rows")
-    steps_rows = [plan[s * rows:(s + 1) * rows] for s in range(steps + 1)]
+    # timed: the rows after the first `rows` (the same data whatever the warm-up); warm-up: the first
+    # rows, then rows from after the timed ones
+    blocks = [0] + list(range(steps + 1, steps + warmup)) + list(range(1, steps + 1))
+    steps_rows = [plan[b * rows:(b + 1) * rows] for b in blocks]
     print(f"{len(samples)} samples, {sum(len(i) for i, _ in samples):,} tokens; "
           f"{steps} timed steps of {rows} rows x {seq_len} tokens on {device}; fast path: {fast_dtype}, "
           f"{attention}; {str(fast_dtype)[6:]} GEMM peak {peak:,.0f} GFLOP/s; "
@@ -302,8 +310,12 @@ def main():
     # mode: (weights dtype, attention, packed)
     modes = {"fp32": (torch.float32, "sdpa", True), "fast": (fast_dtype, attention, True),
              "padded": (fast_dtype, "sdpa", False)}
+    fast_net = nets[fast_dtype]
+    if fast_dtype == torch.bfloat16 and device.type == "cpu":  # as 04_train.py's --compile_layers=auto does
+        fast_net = load_model(model, dtype=fast_dtype, device=device).train()
+        compile_decoder_layers(fast_net)
     for mode, (dtype, attn, packed) in modes.items():
-        net = nets[dtype]
+        net = fast_net if mode == "fast" else nets[dtype]
         # the padded run uses sdpa with its padding mask, the HF default
         net.config._attn_implementation = attn
         optimizer = MasterAdamW(net, lr=1e-5, fused=mode != "fp32")
@@ -312,7 +324,7 @@ def main():
             batch_samples = [samples[i] for row in batch_rows for i in row]
             # the HF Trainer's random sampler: a step's samples arrive in random order, not grouped
             # the way our packer grouped them into rows
-            random.Random(seed + s).shuffle(batch_samples)
+            random.Random(seed + blocks[s]).shuffle(batch_samples)  # the same order whatever the warm-up
             sync()
             t0 = now()
             if packed:
@@ -323,8 +335,8 @@ def main():
                                       tokenizer.pad_token_id or 0, device)
             optimizer.step()
             sync()
-            if s == 0:
-                continue  # warm-up
+            if s < warmup:
+                continue
             elapsed += now() - t0
             trained += n
             real += sum(len(ids) for ids, _ in batch_samples)
@@ -337,12 +349,12 @@ def main():
     extra = {}
     if trl:
         # room for TRL's own fp32 model and AdamW state: drop the last mode's optimizer and the fp32 model
-        del optimizer, net
+        del optimizer, net, fast_net
         nets = {fast_dtype: nets[fast_dtype]}
         timed = run_trl(samples, steps_rows, tokenizer, device, bf16=fast_dtype == torch.bfloat16)
         if timed:
             n, elapsed = timed
-            timed_samples = [samples[i] for batch_rows in steps_rows[1:] for row in batch_rows for i in row]
+            timed_samples = [samples[i] for batch_rows in steps_rows[warmup:] for row in batch_rows for i in row]
             lengths = [len(ids) for ids, _ in timed_samples]
             trl_mfu = useful_flops(nets[fast_dtype], lengths, n) / elapsed / (peak * 1e9)
             extra = {"trl_tokens_per_s": round(n / elapsed, 1),
