@@ -16,7 +16,7 @@ use_tcmalloc()
 import subprocess
 maps = open("/proc/self/maps").read()
 child = subprocess.run(["sh", "-c", "echo ${LD_PRELOAD:-}"], capture_output=True, text=True).stdout.strip()
-print(json.dumps({"tcmalloc": "tcmalloc" in maps, "argv": sys.argv[1:], "options": sys.orig_argv[1:2],
+print(json.dumps({"tcmalloc": "tcmalloc" in maps, "state": os.environ.get("AGENTUNE_MALLOC"), "argv": sys.argv[1:], "options": sys.orig_argv[1:2],
                   "child_preload": child, "preload": os.environ.get("LD_PRELOAD", "")}))
 """
 
@@ -36,6 +36,6 @@ def run(tmp_path, **env):
 def test_script_reruns_on_tcmalloc_and_children_do_not_inherit_it(tmp_path):
     result = run(tmp_path)
     assert result["tcmalloc"] and result["argv"] == ["--x=1", "two words"] and result["options"] == ["-u"]
-    assert "tcmalloc" not in result["child_preload"] and "tcmalloc" not in result["preload"]
+    assert "tcmalloc" not in result["child_preload"] and "tcmalloc" not in result["preload"] and not result["state"]
     off = run(tmp_path, AGENTUNE_MALLOC="system")
     assert not off["tcmalloc"] and off["argv"] == ["--x=1", "two words"]

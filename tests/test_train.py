@@ -183,9 +183,9 @@ def test_compiled_decoder_layers_match_eager(base_tokenizer):
         grads = torch.cat([p.grad.float().flatten() for p in model.parameters()])
         # with autograd on, as the packed row: compiled, the training graph and the no-grad one round
         # differently (0.01 per token here); packed vs alone agree within each
-        alone_sum = sum(float(token_losses(lambda **kw: model(**kw), collate([s], 0), "cpu", implementation)[0])
+        alone_sum = sum(float(token_losses(lambda **kw: model(**kw), collate([s], 0), "cpu", implementation)[0].detach())
                         for s in samples)
-        runs[name] = (float(loss_sum) / count, grads, alone_sum / count)
+        runs[name] = (float(loss_sum.detach()) / count, grads, alone_sum / count)
     fp32_loss, fp32_grads, _ = runs["fp32"]
     error = {name: float((runs[name][1] - fp32_grads).norm() / fp32_grads.norm()) for name in ("bf16", "compiled")}
     assert error["compiled"] < 1.25 * error["bf16"], error

@@ -8,7 +8,7 @@ command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-se
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v java >/dev/null || need+=(default-jre-headless)
-# tcmalloc: the trainer runs on it (agentune/malloc.py, CPU steps 1.3-1.5x faster than on glibc malloc)
+# tcmalloc: the trainer runs on it (agentune/malloc.py, CPU training 1.2-1.5x faster than on glibc's malloc)
 ldconfig -p 2>/dev/null | grep -q "libtcmalloc_minimal\.so\.4 " || need+=(libtcmalloc-minimal4)
 command -v unshare >/dev/null || need+=(util-linux)
 # the OS sandbox's seccomp filter (agentune/jail.py loads libseccomp through ctypes)
