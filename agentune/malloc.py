@@ -11,7 +11,8 @@ The allocator has to be in place before the process starts, so `use_tcmalloc()`,
 top of a script before torch is imported, runs the script again (exec, same pid, same argv) with
 tcmalloc in LD_PRELOAD; then it takes it out of the environment again, so that the servers,
 browsers and sandboxes the process starts keep their own allocator.
-AGENTUNE_MALLOC=system turns it off; without the library (Debian: libtcmalloc-minimal4, installed
+GPU machines (a /dev/nvidiactl) stay on glibc as before, untested there: AGENTUNE_MALLOC=tcmalloc
+asks for it anyway. AGENTUNE_MALLOC=system turns it off; without the library (Debian: libtcmalloc-minimal4, installed
 by scripts/setup.d/20-apt.sh) the process stays on glibc, with a note.
 """
 import ctypes.util
@@ -19,7 +20,8 @@ import os
 import sys
 
 LIBRARY = "tcmalloc_minimal"
-STATE = "AGENTUNE_MALLOC"   # system: off; else the library this process was re-executed with
+STATE = "AGENTUNE_MALLOC"   # system: off; tcmalloc: on, also on a GPU machine; else the library this
+                            # process was re-executed with
 
 
 def use_tcmalloc():
@@ -27,7 +29,10 @@ def use_tcmalloc():
     state = os.environ.get(STATE, "")
     if state == "system" or not sys.platform.startswith("linux"):
         return
-    if state:  # re-executed: the library is loaded; children neither inherit it nor the state
+    if not state and os.path.exists("/dev/nvidiactl"):  # a GPU machine
+        return
+    if state and state != "tcmalloc":
+        # re-executed: the library is loaded; children inherit neither it nor the state
         rest = [p for p in os.environ.get("LD_PRELOAD", "").split(":") if p and p != state]
         if rest:
             os.environ["LD_PRELOAD"] = ":".join(rest)

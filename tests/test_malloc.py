@@ -1,6 +1,7 @@
 """The trainer re-runs itself on tcmalloc (agentune/malloc.py): the library is mapped in the process,
 the script's argv and interpreter options survive the exec, children do not inherit the preload,
-and AGENTUNE_MALLOC=system keeps glibc's malloc."""
+AGENTUNE_MALLOC=tcmalloc asks for it (GPU machines stay on glibc otherwise) and AGENTUNE_MALLOC=system
+keeps glibc's malloc."""
 import ctypes.util
 import json
 import os
@@ -37,5 +38,6 @@ def test_script_reruns_on_tcmalloc_and_children_do_not_inherit_it(tmp_path):
     result = run(tmp_path)
     assert result["tcmalloc"] and result["argv"] == ["--x=1", "two words"] and result["options"] == ["-u"]
     assert "tcmalloc" not in result["child_preload"] and "tcmalloc" not in result["preload"] and not result["state"]
+    assert run(tmp_path, AGENTUNE_MALLOC="tcmalloc")["tcmalloc"]  # asked for (what a GPU machine needs)
     off = run(tmp_path, AGENTUNE_MALLOC="system")
     assert not off["tcmalloc"] and off["argv"] == ["--x=1", "two words"]
