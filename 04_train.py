@@ -512,3 +512,8 @@ if master:
     chart = write_loss_chart(metrics_path, os.path.join(out_dir, "loss.png"))
     print(f"done: {max_steps - start_step} steps; metrics in {metrics_path}{', chart ' + chart if chart else ''}; "
           f"model in {os.path.join(out_dir, 'final')}" if max_steps else f"done: metrics in {metrics_path}")
+
+# every rank leaves the process group before it exits, so that its communication threads end here and
+# not in the interpreter's teardown (a rank once died there: "terminate called without an active exception")
+dist.barrier()
+dist.destroy_process_group()

@@ -11,8 +11,10 @@ The allocator has to be in place before the process starts, so `use_tcmalloc()`,
 top of a script before torch is imported, runs the script again (exec, same pid, same argv) with
 tcmalloc in LD_PRELOAD; then it takes it out of the environment again, so that the servers,
 browsers and sandboxes the process starts keep their own allocator.
-GPU machines (a /dev/nvidiactl) stay on glibc as before, untested there: AGENTUNE_MALLOC=tcmalloc
-asks for it anyway. AGENTUNE_MALLOC=system turns it off; without the library (Debian: libtcmalloc-minimal4, installed
+GPU machines (a /dev/nvidiactl) stay on glibc as before, untested there, and so do the ranks of a
+multi-process launch (WORLD_SIZE > 1): on tcmalloc 2 of ~9 two-rank CPU test launches had a rank
+abort at exit ("terminate called without an active exception"), none of 4 on glibc.
+AGENTUNE_MALLOC=tcmalloc asks for it anyway. AGENTUNE_MALLOC=system turns it off; without the library (Debian: libtcmalloc-minimal4, installed
 by scripts/setup.d/20-apt.sh) the process stays on glibc, with a note.
 """
 import ctypes.util
@@ -30,6 +32,8 @@ def use_tcmalloc():
     if state == "system" or not sys.platform.startswith("linux"):
         return
     if not state and os.path.exists("/dev/nvidiactl"):  # a GPU machine
+        return
+    if not state and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a rank of a multi-process launch
         return
     if state and state != "tcmalloc":
         # re-executed: the library is loaded; children inherit neither it nor the state

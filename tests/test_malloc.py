@@ -1,6 +1,7 @@
 """The trainer re-runs itself on tcmalloc (agentune/malloc.py): the library is mapped in the process,
 the script's argv and interpreter options survive the exec, children do not inherit the preload,
-AGENTUNE_MALLOC=tcmalloc asks for it (GPU machines stay on glibc otherwise) and AGENTUNE_MALLOC=system
+AGENTUNE_MALLOC=tcmalloc asks for it (GPU machines and the ranks of multi-process launches stay on glibc
+otherwise) and AGENTUNE_MALLOC=system
 keeps glibc's malloc."""
 import ctypes.util
 import json
@@ -25,7 +26,7 @@ print(json.dumps({"tcmalloc": "tcmalloc" in maps, "state": os.environ.get("AGENT
 def run(tmp_path, **env):
     path = tmp_path / "script.py"
     path.write_text(SCRIPT)
-    clean = {k: v for k, v in os.environ.items() if k not in ("AGENTUNE_MALLOC", "LD_PRELOAD")}
+    clean = {k: v for k, v in os.environ.items() if k not in ("AGENTUNE_MALLOC", "LD_PRELOAD", "WORLD_SIZE")}
     done = subprocess.run([sys.executable, "-u", str(path), "--x=1", "two words"], capture_output=True, text=True,
                           timeout=60, env={**clean, **env})
     assert done.returncode == 0, done.stderr
@@ -38,6 +39,7 @@ def test_script_reruns_on_tcmalloc_and_children_do_not_inherit_it(tmp_path):
     result = run(tmp_path)
     assert result["tcmalloc"] and result["argv"] == ["--x=1", "two words"] and result["options"] == ["-u"]
     assert "tcmalloc" not in result["child_preload"] and "tcmalloc" not in result["preload"] and not result["state"]
-    assert run(tmp_path, AGENTUNE_MALLOC="tcmalloc")["tcmalloc"]  # asked for (what a GPU machine needs)
+    assert not run(tmp_path, WORLD_SIZE="2")["tcmalloc"]  # a rank of a multi-process launch: glibc
+    assert run(tmp_path, AGENTUNE_MALLOC="tcmalloc", WORLD_SIZE="2")["tcmalloc"]  # unless asked for
     off = run(tmp_path, AGENTUNE_MALLOC="system")
     assert not off["tcmalloc"] and off["argv"] == ["--x=1", "two words"]
