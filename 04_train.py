@@ -38,7 +38,7 @@ from transformers import AutoModelForCausalLM
 from agentune.attention import choose_implementation, token_losses
 from agentune.chat import encode
 from agentune.config import check, configure, save_config
-from agentune.model import compile_decoder_layers, load_tokenizer, native_bf16, resolve_model
+from agentune.model import compile_decoder_layers, load_tokenizer, native_bf16, resolve_model, wants_compiled_layers
 from agentune.packing import collate, epoch_rows, rank_micro_batches
 from agentune.records import (DataError, JsonlWriter, expand_paths, read_jsonl, read_records, to_messages,
                               upstream_report)
@@ -294,7 +294,7 @@ if gradient_checkpointing:
 net.config.use_cache = False
 # on CPU the norms, rotary, SiLU gate and residual adds around the bf16 matmuls cost as much as the
 # matmuls: compiled, each layer's element-wise work runs fused (GPU paths stay eager unless asked)
-if compile_layers == "on" or (compile_layers == "auto" and bf16 and not cuda):
+if wants_compiled_layers(compile_layers, torch.bfloat16 if bf16 else torch.float32, device):
     compiled = compile_decoder_layers(net)
     if master:
         print(f"torch.compile: {compiled} decoder layers (dynamic shapes; the first steps include the compiling)"

@@ -14,8 +14,9 @@ browsers and sandboxes the process starts keep their own allocator.
 GPU machines (a /dev/nvidiactl) stay on glibc as before, untested there, and so do the ranks of a
 multi-process launch (WORLD_SIZE > 1): on tcmalloc 2 of ~9 two-rank CPU test launches had a rank
 abort at exit ("terminate called without an active exception"), none of 4 on glibc.
-AGENTUNE_MALLOC=tcmalloc asks for it anyway. AGENTUNE_MALLOC=system turns it off; without the library (Debian: libtcmalloc-minimal4, installed
-by scripts/setup.d/20-apt.sh) the process stays on glibc, with a note.
+AGENTUNE_MALLOC=tcmalloc asks for it anyway. AGENTUNE_MALLOC=system turns it off; without the
+library (Debian: libtcmalloc-minimal4, installed by scripts/setup.d/20-apt.sh) the process stays on
+glibc, with a note.
 """
 import ctypes.util
 import os
@@ -31,9 +32,9 @@ def use_tcmalloc():
     state = os.environ.get(STATE, "")
     if state == "system" or not sys.platform.startswith("linux"):
         return
-    if not state and os.path.exists("/dev/nvidiactl"):  # a GPU machine
-        return
-    if not state and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a rank of a multi-process launch
+    gpu_machine = os.path.exists("/dev/nvidiactl")
+    one_rank_of_many = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if not state and (gpu_machine or one_rank_of_many):  # glibc, unless AGENTUNE_MALLOC=tcmalloc
         return
     if state and state != "tcmalloc":
         # re-executed: the library is loaded; children inherit neither it nor the state

@@ -76,6 +76,12 @@ def native_bf16(device):
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
+def wants_compiled_layers(setting, dtype, device):
+    """--compile_layers: on, off, or auto: on for bf16 on a CPU (GPU paths stay eager)."""
+    import torch
+    return setting == "on" or (setting == "auto" and dtype == torch.bfloat16 and device.type == "cpu")
+
+
 def compile_decoder_layers(model):
     """torch.compile every decoder layer of model in place (the classes transformers lists in
     _no_split_modules), with dynamic shapes: packed rows differ in length. Inductor fuses each

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from agentune.attention import SEGMENT_SDPA, choose_implementation, packed_forward_kwargs, token_losses
 from agentune.chat import encode
 from agentune.config import configure
-from agentune.model import compile_decoder_layers, load_model, load_tokenizer, native_bf16
+from agentune.model import compile_decoder_layers, load_model, load_tokenizer, native_bf16, wants_compiled_layers
 from agentune.packing import collate, epoch_rows
 from agentune.paths import data_path
 from agentune.records import read_jsonl, read_records, to_messages
@@ -311,7 +311,7 @@ def main():
     modes = {"fp32": (torch.float32, "sdpa", True), "fast": (fast_dtype, attention, True),
              "padded": (fast_dtype, "sdpa", False)}
     fast_net = nets[fast_dtype]
-    if fast_dtype == torch.bfloat16 and device.type == "cpu":  # as 04_train.py's --compile_layers=auto does
+    if wants_compiled_layers("auto", fast_dtype, device):  # as 04_train.py's default does
         fast_net = load_model(model, dtype=fast_dtype, device=device).train()
         compile_decoder_layers(fast_net)
     for mode, (dtype, attn, packed) in modes.items():
