@@ -157,6 +157,32 @@ def cpu_has_bf16():
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def release_openmp_threads():
+    """Let the calling thread's OpenMP worker threads go (OpenMP 5's omp_pause_resource_all, soft;
+    the next parallel region of this thread starts new ones). Returns whether a runtime did so.
+
+    The hf agent loads its model in the caller's thread and runs every forward in its generation
+    thread, each with its own OpenMP team. GNU libgomp stops spin-waiting between parallel regions
+    once it manages more threads than there are cores, and wakes its workers through the kernel
+    instead: on a 2-core CPU each small op of the generation thread then cost ~80 us instead of ~8,
+    and a decode step ~90 ms instead of ~49 (the model's 1 row x 2,048 tokens; the same forward in
+    the thread that loaded it ran at the fast speed). Releasing the loading thread's team avoids it."""
+    import ctypes
+    try:
+        with open("/proc/self/maps") as f:  # the OpenMP runtime torch loaded (libgomp, libomp, libiomp5)
+            paths = sorted({line.split()[-1] for line in f
+                            if line.split()[-1].rsplit("/", 1)[-1].startswith(("libgomp", "libomp", "libiomp"))})
+    except OSError:
+        return False
+    for path in paths:
+        try:
+            pause = ctypes.CDLL(path).omp_pause_resource_all
+        except (OSError, AttributeError):
+            continue
+        return pause(1) == 0  # 1 = omp_pause_soft
+    return False
+
+
 class SlotCache:
     """The keys and values of the conversations being generated, one row ("slot") each, in one
     buffer [layers, 2 (key, value), slots, kv heads, capacity, head dim]. Rows hold different
@@ -317,6 +343,8 @@ class HFAgent(Agent):
         self.tokenizer_lock = threading.Lock()
         self.forward_lock = threading.Lock()  # reply_plain's reference runs between decode steps
         self.requests = queue.Queue()
+        if device == "cpu":  # the forwards run in the generation thread (see release_openmp_threads)
+            release_openmp_threads()
         self.thread = threading.Thread(target=self._serve, name="hf-generate", daemon=True)
         self.thread.start()
 

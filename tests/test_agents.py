@@ -345,3 +345,37 @@ def test_hf_agent_stop_sequences(tiny_model_dir, one_thread):
     stopped.close()
     assert reply.content == full.content.split(stop)[0]
     assert reply.usage["completion_tokens"] < full.usage["completion_tokens"]
+
+
+def test_release_openmp_threads_lets_the_callers_workers_go():
+    """HFAgent releases the OpenMP team of the thread that loaded its model before its generation
+    thread runs the forwards (agentune.agents.release_openmp_threads: with two teams on a small CPU
+    libgomp stops spin-waiting, and each small op of the generation thread got ~10x slower). Checked
+    in a fresh process: the caller's worker threads exit, and a thread computes as before."""
+    import subprocess
+    import sys
+    script = """
+import os, threading, time, torch
+from agentune.agents import release_openmp_threads
+torch.set_num_threads(2)
+x = torch.randn(200000)
+before = x * 2  # a parallel region: this thread's OpenMP team starts
+tasks = lambda: len(os.listdir("/proc/self/task"))
+with_team = tasks()
+released = release_openmp_threads()
+for _ in range(500):  # the worker leaves on its own time
+    if tasks() < with_team:
+        break
+    time.sleep(0.01)
+print(with_team, tasks(), released)
+out = {}
+worker = threading.Thread(target=lambda: out.update(y=x * 2))
+worker.start(); worker.join()
+assert torch.equal(out["y"], before)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    with_team, after, released = run.stdout.split()
+    if released != "True":
+        pytest.skip("this PyTorch build's OpenMP runtime has no omp_pause_resource_all")
+    assert int(after) == int(with_team) - 1  # the team's one worker thread is gone
