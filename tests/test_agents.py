@@ -229,7 +229,7 @@ def test_hf_agent_multi_turn_cache_gives_plain_greedy_replies(tiny_agent, monkey
     seen, capacities = {}, set()
     monkeypatch.setattr(tiny_agent.cache, "STEP", 4)  # small steps: the capacity grows within replies
     fit = tiny_agent.cache.fit
-    monkeypatch.setattr(tiny_agent.cache, "fit", lambda length: (fit(length), capacities.add(tiny_agent.cache.capacity)))
+    monkeypatch.setattr(tiny_agent.cache, "fit", lambda length, used: (fit(length, used), capacities.add(tiny_agent.cache.capacity)))
 
     def episode(k):
         tiny_agent.start_episode()
@@ -281,7 +281,7 @@ def test_hf_agent_drafts_never_change_replies(tiny_agent, monkeypatch):
 
 def test_slot_cache_capacity_follows_the_longest_row():
     """The cache grows STEP tokens at a time and gives back what lies over SLACK beyond the longest
-    row, keeping every row's keys/values."""
+    row, keeping every row's keys/values; a resized buffer holds only the slots in use."""
     import types
     import torch
     from agentune.agents import SlotCache
@@ -297,6 +297,11 @@ def test_slot_cache_capacity_follows_the_longest_row():
     assert cache.capacity == 768
     cache.fit(100)
     assert cache.capacity == 128 and cache.buf.is_contiguous() and torch.equal(cache.buf[..., :100, :], kept)
+    cache.fit(300, used=1)  # one row left in flight: a resized buffer holds its slot only
+    assert cache.buf.shape == (3, 2, 1, 2, 384, 4) and torch.equal(cache.buf[:, :, :1, :, :100], kept[:, :, :1])
+    assert not cache.buf[..., 128:, :].any()  # new room is zeros: masked, and never NaN
+    cache.reserve(3, 200, used=1)  # two rows admitted: slots come back
+    assert cache.buf.shape == (3, 2, 3, 2, 384, 4) and torch.equal(cache.buf[:, :, :1, :, :100], kept[:, :, :1])
 
 
 def test_hf_agent_sampling_follows_its_seed(one_thread, tiny_model_dir):
