@@ -196,3 +196,41 @@ def test_expert_collection_in_worker_processes(tasks, tmp_path):
         assert record["finish"] == "answered" and record["reward"] == 1.0
         assert record["messages"][-1]["role"] == "assistant"
         assert record["messages"][-1]["content"].startswith("THOUGHT: ")
+
+
+PLAY_BOTH_WAYS = r"""
+import json, sys
+from agentune.envs.alfworld_env import ALFWorldEnv
+ALFWorldEnv.fast_textworld = sys.argv[1] == "fast"
+tasks = {t.id: t for t in ALFWorldEnv.load_tasks(split="valid_seen")}
+env, seen = ALFWorldEnv(), []
+for task_id in sys.argv[2:]:
+    messages = env.reset(tasks[task_id])
+    seen.append([messages[-1]["content"], env.walkthrough[:], env.admissible_commands()])
+    detour = next(c for c in reversed(env.admissible_commands()) if c != env.walkthrough[0])
+    # the walkthrough's first step, an inadmissible action, a detour, then the expert (replanning)
+    replies = [env.expert_reply(), "ACTION: take the thing from the place", f"ACTION: {detour}"]
+    for turn in range(40):
+        step = env.step(replies[turn] if turn < len(replies) else env.expert_reply())
+        seen.append([step.observation, step.done, step.reward, step.info, env.admissible_commands()])
+        if step.done:
+            break
+import fast_downward
+print(json.dumps({"fast": getattr(fast_downward, "_agentune_fast", False), "seen": seen}))
+"""
+
+
+def test_sped_up_textworld_plays_the_same_games(tasks):
+    """speed_up_textworld() keeps TextWorld's results: the same games played the same way, with and
+    without it (each in its own process: it patches the engine's modules), see the same
+    observations, admissible commands, walkthroughs and replans."""
+    import subprocess
+    picked = [smallest_game(tasks, "clean").id, smallest_game(tasks, "puttwo").id]
+    runs = {}
+    for mode in ("plain", "fast"):
+        out = subprocess.run([sys.executable, "-c", PLAY_BOTH_WAYS, mode, *picked], capture_output=True,
+                             text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        runs[mode] = json.loads(out.stdout.splitlines()[-1])
+    assert runs["fast"]["fast"] and not runs["plain"]["fast"]
+    assert runs["fast"]["seen"] == runs["plain"]["seen"]
+    assert sum(step[2] for step in runs["fast"]["seen"] if len(step) == 5) == 2  # both games won

@@ -185,6 +185,58 @@ def thought_for(command, next_command, goal, first):
     return thought
 
 
+def speed_up_textworld():
+    """Spare TextWorld's PDDL engine work it repeats, keeping every result it computes the same
+    (installed once per process, before the first game starts; tests/test_alfworld_env.py plays
+    games both ways and compares every observation and admissible command):
+
+    - a game's load() translates its PDDL problem with Fast Downward (twice: the game's task and an
+      optimised one for replanning), and the reset() that follows translates the same problem
+      again: the translations of the last problem are handed to the next identical request once
+      (the engine only reads them). A reset then costs half (~0.65 -> ~0.35 CPU-s here);
+    - every step derives each admissible command's text and the feedback through the game's
+      grammar, parsing the same few templates with a PEG parser each time (tatsu; ~60% of a
+      step): the parsed templates are kept and each use gets its own deep copy, as the grammar does
+      with its own rules; the conjunctive queries its conditions parse are kept too (the engine
+      only reads them)."""
+    import copy
+    import fast_downward
+    from textworld.envs.pddl import textgen
+    from textworld.logic import Rule
+    if getattr(fast_downward, "_agentune_fast", False):
+        return
+    translate, translations = fast_downward.pddl2sas, {}
+
+    def pddl2sas(domain, problem, verbose=False, optimize=False):
+        key = (domain, problem, verbose, optimize)
+        if key in translations:
+            return translations.pop(key)  # once: a later reset of the same game translates anew
+        for old in [k for k in translations if k[:2] != key[:2]]:
+            del translations[old]
+        translations[key] = translate(domain, problem, verbose=verbose, optimize=optimize)
+        return translations[key]
+
+    parse, parsed = textgen._parse_and_convert, {}
+
+    def parse_and_convert(text, rule_name, **options):
+        key = (text, rule_name, tuple(sorted(options.items())))
+        if key not in parsed:
+            parsed[key] = parse(text, rule_name=rule_name, **options)
+        return copy.deepcopy(parsed[key])  # derive() sets each symbol's context
+
+    query, queries = Rule.parse_conjunctive_query.__func__, {}
+
+    def parse_conjunctive_query(cls, expr):
+        if expr not in queries:
+            queries[expr] = query(cls, expr)
+        return queries[expr]
+
+    fast_downward.pddl2sas = pddl2sas
+    textgen._parse_and_convert = parse_and_convert
+    Rule.parse_conjunctive_query = classmethod(parse_conjunctive_query)
+    fast_downward._agentune_fast = True
+
+
 class ALFWorldEnv(Env):
     name = "alfworld"
     max_turns = 35          # AgentBench.old's max_step for ALFWorld (configs/tasks/alfworld/*.yaml)
@@ -195,6 +247,7 @@ class ALFWorldEnv(Env):
     # through module globals and sys.argv, so two games loading at once in threads can mix
     # settings: one process per worker
     concurrency = "processes"
+    fast_textworld = True   # speed_up_textworld() (False: TextWorld as it comes, for comparison)
 
     def __init__(self):
         self.game = None      # one TextWorld environment, reloaded with each task's game file
@@ -259,6 +312,8 @@ class ALFWorldEnv(Env):
         import textworld
         from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
 
+        if self.fast_textworld:
+            speed_up_textworld()
         gamefile = task.data["gamefile"]
         argv = sys.argv[:]  # Fast Downward's PDDL translator overwrites sys.argv: keep ours
         try:
