@@ -14,6 +14,7 @@ An agent is shared by all worker threads of a run, so per-episode state lives in
 LLMError (the model side failed: endpoint down, retries exhausted, budget spent) and
 ContextLimit (the conversation no longer fits the model's context window).
 """
+import math
 import os
 import queue
 import threading
@@ -195,19 +196,24 @@ class SlotCache:
     contiguous block, which the CPU's batched bf16 matmul reads in place (a view cut to a shorter
     width it copies first, which cost as much as the attention itself). So the capacity follows
     the longest row closely: it grows STEP tokens at a time and fit() gives back what lies more
-    than SLACK tokens beyond. Either makes a new buffer and copies the keys/values into it; it
-    holds only the slots in use (`used`, the first ones), so a run's last long replies, one or two
-    rows, do not copy the slots of the rows that have finished every STEP tokens (measured: resizing
-    an 8-slot buffer of 2,048 tokens took ~100 ms, a decode step's time, and in a 24-game ALFWorld
-    run these copies took 14% of the generation thread's time)."""
+    than SLACK tokens beyond. Either lays the buffer out anew in a second storage and copies into
+    it the keys/values of the slots in use only (`used`, the first ones), so a run's last long
+    replies, one or two rows, do not copy the slots of the rows that have finished every STEP
+    tokens. The two storages take turns and only grow: allocating a large tensor costs the CPU a
+    page fault per 4 kB, and zero-filling a new 8-slot x 2,176-token buffer took ~200 ms where the
+    copy took ~27 (resizes took 5-14% of the generation thread's time in 50-game ALFWorld runs).
+    A step reads only the slots of the rows in flight (the leading ones: one contiguous block), so
+    the buffer keeps its slots once it has them."""
     STEP, SLACK = 128, 512
 
     def __init__(self, config, dtype, device, slots=1, capacity=STEP):
         import torch
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        self.buf = torch.zeros(config.num_hidden_layers, 2, slots, heads, capacity, head_dim,
-                               dtype=dtype, device=device)
+        shape = (config.num_hidden_layers, 2, slots, heads, capacity, head_dim)
+        self.storage = torch.zeros(math.prod(shape), dtype=dtype, device=device)  # the buffer lives at its start
+        self.buf = self.storage.view(shape)
+        self.spare = None  # the other storage: the buffer's place before its last resize
         # what the current forward reads and writes: its rows, the new tokens' positions and rows (token i
         # goes to position pos[i] of row row_of[i]), the width handed to the attention
         self.rows, self.pos, self.row_of, self.width = slice(0, 0), None, None, 0
@@ -218,30 +224,33 @@ class SlotCache:
 
     def reserve(self, slots, length, used=None):
         """Room for `slots` slots of `length` tokens, keeping the first `used` slots' keys/values (all
-        by default); a new buffer has no more slots than that."""
-        used = self.buf.shape[2] if used is None else used
-        need = self._steps(length)
-        if slots > self.buf.shape[2] or need > self.capacity:
-            self._resize(max(slots, used), max(need, self.capacity), used)
+        by default)."""
+        if slots > self.buf.shape[2] or self._steps(length) > self.capacity:
+            self._resize(max(slots, self.buf.shape[2]), max(self._steps(length), self.capacity), used)
 
     def fit(self, length, used=None):
         """Room for `length` tokens per row of the first `used` slots (all by default), giving back
         capacity far beyond it (no row may be longer)."""
-        used = self.buf.shape[2] if used is None else used
         self.reserve(0, length, used)
         keep = self._steps(length)
         if self.capacity - keep > self.SLACK:
-            self._resize(used, keep, used)
+            self._resize(self.buf.shape[2], keep, used)
 
     def _resize(self, slots, capacity, used):
-        """A new buffer of `slots` slots and `capacity` tokens, holding the first `used` slots' keys/values.
-        Zeros elsewhere: what lies beyond a row's length is masked, but must not be NaN (0 x NaN)."""
-        old = self.buf
+        """The buffer laid out for `slots` slots and `capacity` tokens in the spare storage, holding the
+        first `used` slots' keys/values (all by default). What lies beyond a row's length is masked
+        and need only be finite (0 x NaN is NaN): zeros, or keys/values of an earlier layout."""
+        old, used = self.buf, self.buf.shape[2] if used is None else used
         shape = list(old.shape)
         shape[2], shape[4] = slots, capacity
-        self.buf = old.new_zeros(shape)
+        size = math.prod(shape)
+        if self.spare is None or self.spare.numel() < size:
+            self.spare = None  # let the smaller one go first
+            self.spare = self.storage.new_zeros(size + size // 4)  # room for a few more STEPs
+        self.buf = self.spare[:size].view(shape)
         keep = min(capacity, old.shape[4])
         self.buf[:, :, :used, :, :keep] = old[:, :, :used, :, :keep]
+        self.storage, self.spare = self.spare, self.storage
 
     def _steps(self, length):
         """length rounded up to whole STEPs: the capacity that holds it."""

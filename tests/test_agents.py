@@ -281,7 +281,8 @@ def test_hf_agent_drafts_never_change_replies(tiny_agent, monkeypatch):
 
 def test_slot_cache_capacity_follows_the_longest_row():
     """The cache grows STEP tokens at a time and gives back what lies over SLACK beyond the longest
-    row, keeping every row's keys/values; a resized buffer holds only the slots in use."""
+    row, keeping every row's keys/values; a resize copies only the slots in use, into the other of
+    two storages that take turns (no allocation once they are large enough)."""
     import types
     import torch
     from agentune.agents import SlotCache
@@ -293,14 +294,19 @@ def test_slot_cache_capacity_follows_the_longest_row():
     kept = cache.buf[..., :100, :].clone()
     cache.fit(700)
     assert cache.capacity == 768 and torch.equal(cache.buf[..., :100, :], kept)
+    assert not cache.buf[..., 128:, :].any()  # new room in a new storage is zeros: masked, and never NaN
     cache.fit(400)  # 768 - 512 is not beyond the slack
     assert cache.capacity == 768
+    storages = {cache.storage.data_ptr(), cache.spare.data_ptr()}
     cache.fit(100)
     assert cache.capacity == 128 and cache.buf.is_contiguous() and torch.equal(cache.buf[..., :100, :], kept)
-    cache.fit(300, used=1)  # one row left in flight: a resized buffer holds its slot only
-    assert cache.buf.shape == (3, 2, 1, 2, 384, 4) and torch.equal(cache.buf[:, :, :1, :, :100], kept[:, :, :1])
-    assert not cache.buf[..., 128:, :].any()  # new room is zeros: masked, and never NaN
-    cache.reserve(3, 200, used=1)  # two rows admitted: slots come back
+    cache.buf[:, :, 1].fill_(float("nan"))  # a finished row's slot: not copied by the next resize
+    cache.fit(300, used=1)  # one row left in flight
+    assert cache.buf.shape == (3, 2, 2, 2, 384, 4) and torch.equal(cache.buf[:, :, :1, :, :100], kept[:, :, :1])
+    assert cache.buf.isfinite().all()  # what the copy left alone is an earlier layout's keys/values or zeros
+    assert {cache.storage.data_ptr(), cache.spare.data_ptr()} == storages  # the same two storages
+    assert cache.buf.data_ptr() == cache.storage.data_ptr()
+    cache.reserve(3, 200, used=1)  # two rows admitted: a third slot
     assert cache.buf.shape == (3, 2, 3, 2, 384, 4) and torch.equal(cache.buf[:, :, :1, :, :100], kept[:, :, :1])
 
 
