@@ -310,6 +310,23 @@ def test_slot_cache_capacity_follows_the_longest_row():
     assert cache.buf.shape == (3, 2, 3, 2, 384, 4) and torch.equal(cache.buf[:, :, :1, :, :100], kept[:, :, :1])
 
 
+def test_conversation_keeps_its_keys_and_values_in_place_while_it_has_room():
+    import torch
+    from agentune.agents import Conversation
+    conversation = Conversation()
+    first = torch.randn(3, 2, 2, 100, 4)
+    conversation.keep(range(100), first)
+    storage = conversation.storage
+    assert torch.equal(conversation.kv, first) and conversation.ids == list(range(100))
+    assert storage.shape[3] == 100 + Conversation.ROOM
+    second = torch.randn(3, 2, 2, 300, 4)
+    conversation.keep(range(300), second)  # a later turn: a copy into the same storage
+    assert conversation.storage is storage and torch.equal(conversation.kv, second)
+    third = torch.randn(3, 2, 2, 700, 4)
+    conversation.keep(range(700), third)  # beyond its room: a new storage
+    assert conversation.storage.shape[3] == 700 + Conversation.ROOM and torch.equal(conversation.kv, third)
+
+
 def test_hf_agent_sampling_follows_its_seed(one_thread, tiny_model_dir):
     """Sampled replies depend on the agent's seed only: the same seed draws the same reply, another
     seed other replies (two sampled attempts must not repeat each other)."""
