@@ -201,7 +201,7 @@ class SlotCache:
     replies, one or two rows, do not copy the slots of the rows that have finished every STEP
     tokens. The two storages take turns and only grow: allocating a large tensor costs the CPU a
     page fault per 4 kB, and zero-filling a new 8-slot x 2,176-token buffer took ~200 ms where the
-    copy took ~27 (resizes took 5-14% of the generation thread's time in 50-game ALFWorld runs).
+    copy took ~27 (resizes took 5.5% of the generation thread's time in a 50-game ALFWorld run).
     A step reads only the slots of the rows in flight (the leading ones: one contiguous block), so
     the buffer keeps its slots once it has them."""
     STEP, SLACK = 128, 512
