@@ -27,7 +27,7 @@ games = 50
 workers = 8            # concurrent episodes (05_eval.py's default)
 dtype = "auto"         # the new agent's (auto: bf16 where the CPU has bf16 units, else fp32)
 draft = 4              # the new agent's drafted tokens per row and step (prompt lookup; 0 = none)
-naive_turns = 12       # turns replayed with naive generation
+naive_turns = 24       # turns replayed with naive generation (12 before 2026-12-04: its rate moved 9.6-15.4 tokens/s run to run)
 threads = 0            # torch threads (0 = torch's default)
 episodes = ""          # keep the new agent's episodes in this JSONL ('' = a temporary file)
 # -----------------------------------------------------------------------------
