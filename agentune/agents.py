@@ -199,7 +199,7 @@ class SlotCache:
     than SLACK tokens beyond. Either lays the buffer out anew in a second storage and copies into
     it the keys/values of the slots in use only (`used`, the first ones), so a run's last long
     replies, one or two rows, do not copy the slots of the rows that have finished every STEP
-    tokens. The two storages take turns and only grow: allocating a large tensor costs the CPU a
+    tokens. On a CPU two storages take turns and only grow: allocating a large tensor costs a
     page fault per 4 kB, and zero-filling a new 8-slot x 2,176-token buffer took ~200 ms where the
     copy took ~27 (resizes took 5.5% of the generation thread's time in a 50-game ALFWorld run).
     A step reads only the slots of the rows in flight (the leading ones: one contiguous block), so
@@ -243,14 +243,15 @@ class SlotCache:
         old, used = self.buf, self.buf.shape[2] if used is None else used
         shape = list(old.shape)
         shape[2], shape[4] = slots, capacity
-        size = math.prod(shape)
+        size, cpu = math.prod(shape), self.storage.device.type == "cpu"
         if self.spare is None or self.spare.numel() < size:
             self.spare = None  # let the smaller one go first
-            self.spare = self.storage.new_zeros(size + size // 4)  # room for a few more STEPs
+            self.spare = self.storage.new_zeros(size + size // 4 if cpu else size)  # room for a few more STEPs
         self.buf = self.spare[:size].view(shape)
         keep = min(capacity, old.shape[4])
         self.buf[:, :, :used, :, :keep] = old[:, :, :used, :, :keep]
-        self.storage, self.spare = self.spare, self.storage
+        # a GPU's caching allocator makes new storages cheap there: it keeps one
+        self.storage, self.spare = self.spare, self.storage if cpu else None
 
     def _steps(self, length):
         """length rounded up to whole STEPs: the capacity that holds it."""
