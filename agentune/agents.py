@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens")
+OUTSIDE_S = 2.0  # how long a worker counts as busy outside generation after its last reply (HFAgent._share_cores)
 
 
 @dataclass
@@ -333,7 +334,8 @@ class HFAgent(Agent):
     examples of an earlier episode with the same prefix (same task type). Greedy by default; in
     fp32 the replies equal plain model.generate on the whole conversation (tests/test_agents.py).
     dtype "auto": bf16 on GPUs and on CPUs with bf16 units (AMX, AVX-512 BF16), else fp32; bf16
-    replies differ from fp32 ones now and then (bench/eval_throughput.py counts how often)."""
+    replies differ from fp32 ones now and then (bench/eval_throughput.py counts how often). On a
+    CPU the generation thread leaves a core to each worker busy with its env (_share_cores)."""
     kind = "hf"
 
     def __init__(self, model="", temperature=0.0, top_p=1.0, max_tokens=512, batch_size=16,
@@ -374,14 +376,21 @@ class HFAgent(Agent):
         # tokens prefilled / taken from cache / generated, steps (forwards), most rows in one step, seconds
         # spent generating, the cached tokens decoding rows attended to / read (the rows' capacity), the
         # tokens drafted / accepted by greedy decoding, and the tokens decoding rows fed / the queries their
-        # attention laid out (every row as many as the row with the most new tokens)
+        # attention laid out (every row as many as the row with the most new tokens), and the steps that
+        # ran on fewer CPU threads than the agent started with, at least in part (_share_cores)
         self.stats = dict.fromkeys(("prefilled", "reused", "generated", "steps", "max_rows", "busy_s",
-                                    "cache_attended", "cache_read", "drafted", "accepted", "fed", "queries"), 0)
+                                    "cache_attended", "cache_read", "drafted", "accepted", "fed", "queries",
+                                    "fewer_threads_steps"), 0)
         self.episode = threading.local()
         # a fast tokenizer used from several threads can fail "Already borrowed"
         self.tokenizer_lock = threading.Lock()
         self.forward_lock = threading.Lock()  # reply_plain's reference runs between decode steps
         self.requests = queue.Queue()
+        # worker threads busy outside generation (their env stepping or resetting, their tokenizer):
+        # thread id -> since when; on a CPU the generation thread leaves each a core (_share_cores)
+        self.outside = {}
+        self.cpu_threads = self.threads_now = torch.get_num_threads()
+        self.fewer_threads = False  # whether this step ran a layer on fewer threads
         if device == "cpu":  # the forwards run in the generation thread (see release_openmp_threads)
             release_openmp_threads()
         self.thread = threading.Thread(target=self._serve, name="hf-generate", daemon=True)
@@ -392,6 +401,7 @@ class HFAgent(Agent):
 
     def start_episode(self):
         self.episode.conversation = Conversation()  # drop the last episode's cache
+        self.outside[threading.get_ident()] = time.perf_counter()  # its env resets next
 
     def encode(self, messages):
         text = self.tokenizer.apply_chat_template(
@@ -409,11 +419,14 @@ class HFAgent(Agent):
         if not hasattr(self.episode, "conversation"):
             self.start_episode()
         future = Future()
+        self.outside.pop(threading.get_ident(), None)
         self.requests.put(_Request(ids, limit, future, self.episode.conversation))
         try:
             return future.result()
         except Exception as e:
             raise LLMError(f"generation failed: {type(e).__name__}: {e}") from e
+        finally:  # back to its env
+            self.outside[threading.get_ident()] = time.perf_counter()
 
     def reply_plain(self, messages):
         """The reference the batched replies must equal: plain model.generate on the whole
@@ -443,7 +456,12 @@ class HFAgent(Agent):
     # --- the generation thread
 
     def _serve(self):
+        import torch
         rows = []  # the replies in flight; rows[i] lives in slot i of the cache
+        if self.device == "cpu" and self.cpu_threads > 1:
+            for layer in self.net.modules():
+                if type(layer).__name__.endswith("DecoderLayer"):
+                    layer.register_forward_pre_hook(lambda *_: self._share_cores())
         while True:
             start = time.perf_counter()
             while len(rows) < self.batch_size:  # fill free slots; wait only when idle
@@ -452,6 +470,8 @@ class HFAgent(Agent):
                 except queue.Empty:
                     break
                 if request is None:  # close()
+                    if self.threads_now != self.cpu_threads:  # torch's count also seeds threads started later
+                        torch.set_num_threads(self.cpu_threads)
                     return
                 start = start if rows else time.perf_counter()  # waiting idle is not generating
                 try:
@@ -464,7 +484,9 @@ class HFAgent(Agent):
             if not rows:
                 continue
             try:
+                self.fewer_threads = False
                 self._step(rows)
+                self.stats["fewer_threads_steps"] += self.fewer_threads
                 for i in reversed(range(len(rows))):
                     if self._done(rows[i]):
                         self._finish(rows, i)
@@ -474,6 +496,25 @@ class HFAgent(Agent):
                         row.request.future.set_exception(e)
                 rows = []
             self.stats["busy_s"] += time.perf_counter() - start
+
+    def _share_cores(self):
+        """Before each decoder layer of a step, on a CPU: the generation thread's OpenMP threads are
+        those the agent started with, less one for each worker thread busy outside generation in the
+        last OUTSIDE_S seconds (at least one). An OpenMP op splits its work evenly among its threads
+        and waits for all of them, so a core taken by an env's reset or a tokenizer stalls every op:
+        on this 2-core CPU a decode step (8 rows x 2,000 tokens, 4 drafted each) took 96 ms quiet,
+        ~1,200 ms on two threads beside one busy process, 154 ms on one thread either way. A worker's
+        mark expires after OUTSIDE_S, so a caller that never asks again holds no core."""
+        import torch
+        if threading.get_ident() != self.thread.ident:  # reply_plain's generate in another thread
+            return
+        now = time.perf_counter()
+        busy = sum(now - since < OUTSIDE_S for since in list(self.outside.values()))
+        threads = max(1, self.cpu_threads - busy)
+        self.fewer_threads |= threads < self.cpu_threads
+        if threads != self.threads_now:
+            torch.set_num_threads(threads)  # OpenMP's count is per thread: this one's
+            self.threads_now = threads
 
     def _forward(self, ids, positions, mask, keep, **attention):
         """The model over the cache: fp32 logits of the positions `keep` (a tensor of indices)."""

@@ -63,7 +63,8 @@ stats = agent.stats
 result.update(games=len(records), finish=summary["finish"], success_rate=summary["success_rate"],
               generated_tokens=stats["generated"], prefilled_tokens=stats["prefilled"],
               reused_tokens=stats["reused"], max_batch=stats["max_rows"], busy_s=stats["busy_s"],
-              decode_steps=stats["steps"], drafted_tokens=stats["drafted"], **generation_rates(stats))
+              decode_steps=stats["steps"], drafted_tokens=stats["drafted"],
+              fewer_threads_steps=stats["fewer_threads_steps"], **generation_rates(stats))
 
 # every (conversation so far, reply) the new agent produced; naive replays an even spread of them
 turns = [(r["messages"][:i], m["content"]) for r in records

@@ -407,3 +407,49 @@ assert torch.equal(out["y"], before)
     if released != "True":
         pytest.skip("this PyTorch build's OpenMP runtime has no omp_pause_resource_all")
     assert int(after) == int(with_team) - 1  # the team's one worker thread is gone
+
+
+def test_hf_agent_leaves_a_core_to_workers_busy_outside_generation(tiny_model_dir):
+    """On a CPU the generation thread computes with one OpenMP thread fewer for each worker thread
+    busy outside generation (its env, its tokenizer) in the last OUTSIDE_S seconds: HFAgent._share_cores.
+    Checked with torch's own thread count inside the layers; the count threads started later get is
+    left as it was."""
+    import threading
+    import time
+
+    import torch
+
+    from agentune.agents import OUTSIDE_S
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        agent = make_agent("hf", model=tiny_model_dir, max_tokens=4, dtype="float32")
+        inside = []  # the generation thread's thread count after each decoder layer
+        for layer in agent.net.modules():
+            if type(layer).__name__.endswith("DecoderLayer"):
+                layer.register_forward_hook(lambda *_: inside.append(torch.get_num_threads()))
+        messages = INSTRUCTION + [{"role": "user", "content": "Your task: put a pen in drawer."}]
+
+        def reply(another_worker_since=None):
+            agent.outside.pop(-1, None)
+            if another_worker_since is not None:
+                agent.outside[-1] = another_worker_since  # a worker thread marked as its env's
+            inside.clear()
+            steps, fewer = agent.stats["steps"], agent.stats["fewer_threads_steps"]
+            agent.reply(messages)
+            return set(inside), agent.stats["steps"] - steps, agent.stats["fewer_threads_steps"] - fewer
+
+        threads, steps, fewer = reply()                   # alone: this thread queued its request
+        assert threads == {2} and steps >= 1 and fewer == 0
+        threads, steps, fewer = reply(time.perf_counter() - OUTSIDE_S)  # a worker's mark that expired
+        assert threads == {2} and steps >= 1 and fewer == 0
+        threads, steps, fewer = reply(time.perf_counter())  # another worker busy: a core left to it
+        assert threads == {1} and steps >= 1 and fewer == steps
+        agent.close()  # on one thread: it puts back the count threads started later get
+        later = {}
+        thread = threading.Thread(target=lambda: later.update(threads=torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert later["threads"] == 2
+    finally:
+        torch.set_num_threads(before)
