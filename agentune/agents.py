@@ -458,10 +458,8 @@ class HFAgent(Agent):
     def _serve(self):
         import torch
         rows = []  # the replies in flight; rows[i] lives in slot i of the cache
-        if self.device == "cpu" and self.cpu_threads > 1:
-            for layer in self.net.modules():
-                if type(layer).__name__.endswith("DecoderLayer"):
-                    layer.register_forward_pre_hook(lambda *_: self._share_cores())
+        hooks = [layer.register_forward_pre_hook(lambda *_: self._share_cores()) for layer in self.net.modules()
+                 if self.device == "cpu" and self.cpu_threads > 1 and type(layer).__name__.endswith("DecoderLayer")]
         while True:
             start = time.perf_counter()
             while len(rows) < self.batch_size:  # fill free slots; wait only when idle
@@ -470,6 +468,8 @@ class HFAgent(Agent):
                 except queue.Empty:
                     break
                 if request is None:  # close()
+                    for hook in hooks:
+                        hook.remove()
                     if self.threads_now != self.cpu_threads:  # torch's count also seeds threads started later
                         torch.set_num_threads(self.cpu_threads)
                     return

@@ -445,7 +445,8 @@ def test_hf_agent_leaves_a_core_to_workers_busy_outside_generation(tiny_model_di
         assert threads == {2} and steps >= 1 and fewer == 0
         threads, steps, fewer = reply(time.perf_counter())  # another worker busy: a core left to it
         assert threads == {1} and steps >= 1 and fewer == steps
-        agent.close()  # on one thread: it puts back the count threads started later get
+        agent.close()  # on one thread: it puts back the count threads started later get, and its hooks go
+        assert not any(layer._forward_pre_hooks for layer in agent.net.modules())
         later = {}
         thread = threading.Thread(target=lambda: later.update(threads=torch.get_num_threads()))
         thread.start()
