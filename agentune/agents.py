@@ -458,8 +458,10 @@ class HFAgent(Agent):
     def _serve(self):
         import torch
         rows = []  # the replies in flight; rows[i] lives in slot i of the cache
-        hooks = [layer.register_forward_pre_hook(lambda *_: self._share_cores()) for layer in self.net.modules()
-                 if self.device == "cpu" and self.cpu_threads > 1 and type(layer).__name__.endswith("DecoderLayer")]
+        from agentune.model import decoder_layers
+        sharing = self.device == "cpu" and self.cpu_threads > 1
+        hooks = [layer.register_forward_pre_hook(lambda *_: self._share_cores())
+                 for layer in (decoder_layers(self.net) if sharing else [])]
         while True:
             start = time.perf_counter()
             while len(rows) < self.batch_size:  # fill free slots; wait only when idle

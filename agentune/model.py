@@ -82,6 +82,13 @@ def wants_compiled_layers(setting, dtype, device):
     return setting == "on" or (setting == "auto" and dtype == torch.bfloat16 and device.type == "cpu")
 
 
+def decoder_layers(model):
+    """The model's decoder layers: its modules of the classes transformers lists in _no_split_modules
+    (none where it lists none)."""
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
 def compile_decoder_layers(model):
     """torch.compile every decoder layer of model in place (the classes transformers lists in
     _no_split_modules), with dynamic shapes: packed rows differ in length. Inductor fuses each
@@ -90,8 +97,7 @@ def compile_decoder_layers(model):
     layers share their code, so it compiles once (~20 s on a 2-core CPU; a steady bf16 training step
     1.13-1.16x faster there, README). The per-sample attention stays eager (register_segment_sdpa).
     Returns how many layers were compiled (0: the model names no decoder layer class)."""
-    names = set(getattr(model, "_no_split_modules", None) or ())
-    layers = [m for m in model.modules() if type(m).__name__ in names]
+    layers = decoder_layers(model)
     for layer in layers:
         layer.compile(dynamic=True)
     return len(layers)

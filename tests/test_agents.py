@@ -412,22 +412,22 @@ assert torch.equal(out["y"], before)
 def test_hf_agent_leaves_a_core_to_workers_busy_outside_generation(tiny_model_dir):
     """On a CPU the generation thread computes with one OpenMP thread fewer for each worker thread
     busy outside generation (its env, its tokenizer) in the last OUTSIDE_S seconds: HFAgent._share_cores.
-    Checked with torch's own thread count inside the layers; the count threads started later get is
-    left as it was."""
+    Checked with torch's own thread count inside the layers; on close the agent puts back the count
+    threads started later get, and removes its hooks."""
     import threading
     import time
 
     import torch
 
     from agentune.agents import OUTSIDE_S
+    from agentune.model import decoder_layers
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         agent = make_agent("hf", model=tiny_model_dir, max_tokens=4, dtype="float32")
         inside = []  # the generation thread's thread count after each decoder layer
-        for layer in agent.net.modules():
-            if type(layer).__name__.endswith("DecoderLayer"):
-                layer.register_forward_hook(lambda *_: inside.append(torch.get_num_threads()))
+        for layer in decoder_layers(agent.net):
+            layer.register_forward_hook(lambda *_: inside.append(torch.get_num_threads()))
         messages = INSTRUCTION + [{"role": "user", "content": "Your task: put a pen in drawer."}]
 
         def reply(another_worker_since=None):
