@@ -252,7 +252,7 @@ class SlotCache:
         keep = min(capacity, old.shape[4])
         self.buf[:, :, :used, :, :keep] = old[:, :, :used, :, :keep]
         # a GPU's caching allocator makes new storages cheap there: it keeps one
-        self.storage, self.spare = self.spare, self.storage if cpu else None
+        self.storage, self.spare = self.spare, (self.storage if cpu else None)
 
     def _steps(self, length):
         """length rounded up to whole STEPs: the capacity that holds it."""
@@ -457,8 +457,9 @@ class HFAgent(Agent):
 
     def _serve(self):
         import torch
-        rows = []  # the replies in flight; rows[i] lives in slot i of the cache
+
         from agentune.model import decoder_layers
+        rows = []  # the replies in flight; rows[i] lives in slot i of the cache
         sharing = self.device == "cpu" and self.cpu_threads > 1
         hooks = [layer.register_forward_pre_hook(lambda *_: self._share_cores())
                  for layer in (decoder_layers(self.net) if sharing else [])]
